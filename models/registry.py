@@ -1,0 +1,88 @@
+"""Model registry: versioned artifacts on disk, each a directory with ``metadata.json`` plus weights.
+
+Layout: ``<root>/<name>/<version>/metadata.json``. The metadata names the family (which `Classifier` class
+serves it), the training data, metrics, date and code version. Loading never unpickles: families read
+``.npz`` with ``allow_pickle=False``, JSON, or ``.keras`` in safe mode.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Iterable
+
+from models.base import Classifier, ModelInfo
+from stream.errors import StampflowError
+
+BUNDLED_ROOT = Path(__file__).resolve().parent / "artifacts"
+
+# family -> "module:Class"; imported lazily so listing models never imports TensorFlow.
+FAMILIES: dict[str, str] = {
+    "stargal": "models.stargal:StarGalaxyGP",
+}
+
+REQUIRED_METADATA = ("name", "version", "family", "training_data", "metrics", "created", "code_version")
+
+
+def _version_key(version: str) -> tuple:
+    parts = []
+    for p in version.replace("-", ".").split("."):
+        parts.append((0, int(p), "") if p.isdigit() else (1, 0, p))
+    return tuple(parts)
+
+
+def read_metadata(path: Path) -> dict:
+    meta_file = path / "metadata.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        raise StampflowError(f"model artifact {path} has no metadata.json") from None
+    except json.JSONDecodeError as exc:
+        raise StampflowError(f"model metadata {meta_file} is not valid JSON: {exc}") from None
+    missing = [k for k in REQUIRED_METADATA if k not in meta]
+    if missing:
+        raise StampflowError(f"model metadata {meta_file} lacks {', '.join(missing)}")
+    return meta
+
+
+class Registry:
+    """Lists and loads artifacts from one or more roots (the bundled root last, so local models win)."""
+
+    def __init__(self, roots: Iterable[Path] | None = None):
+        self.roots = [Path(r) for r in (roots or [])]
+        if BUNDLED_ROOT not in self.roots:
+            self.roots.append(BUNDLED_ROOT)
+
+    def list(self) -> list[ModelInfo]:
+        found: dict[tuple[str, str], ModelInfo] = {}
+        for root in self.roots:
+            if not root.is_dir():
+                continue
+            for meta_file in sorted(root.glob("*/*/metadata.json")):
+                meta = read_metadata(meta_file.parent)
+                key = (meta["name"], meta["version"])
+                found.setdefault(key, ModelInfo(name=meta["name"], version=meta["version"], family=meta["family"],
+                                                path=meta_file.parent, metadata=meta))
+        return sorted(found.values(), key=lambda i: (i.name, _version_key(i.version)))
+
+    def resolve(self, spec: str) -> ModelInfo:
+        """``name`` (latest version) or ``name@version`` or a path to an artifact directory."""
+        as_path = Path(spec)
+        if as_path.is_dir() and (as_path / "metadata.json").exists():
+            meta = read_metadata(as_path)
+            return ModelInfo(meta["name"], meta["version"], meta["family"], as_path, meta)
+        name, _, version = spec.partition("@")
+        candidates = [i for i in self.list() if i.name == name and (not version or i.version == version)]
+        if not candidates:
+            known = ", ".join(sorted({i.name for i in self.list()})) or "none"
+            raise StampflowError(f"no model '{spec}' in the registry (known: {known})")
+        return candidates[-1]
+
+    def load(self, spec: str) -> Classifier:
+        info = self.resolve(spec)
+        target = FAMILIES.get(info.family)
+        if target is None:
+            raise StampflowError(f"model {info.name}@{info.version} has unknown family '{info.family}'")
+        module_name, _, cls_name = target.partition(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        return cls.load(info)

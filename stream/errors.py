@@ -1,0 +1,42 @@
+"""Error types that carry the pipeline stage, so dead letters and CLI messages can say where it broke."""
+from __future__ import annotations
+
+
+class StampflowError(Exception):
+    """A user-facing error: the CLI prints ``str(err)`` on one line and exits non-zero, no traceback."""
+
+
+class ConfigError(StampflowError):
+    """Bad configuration (unknown key, bad value, unreadable YAML)."""
+
+
+class PacketError(Exception):
+    """A single message could not be processed; it goes to the dead-letter sink, the worker carries on.
+
+    ``stage`` names where it failed: read, decode, cutout, preprocess, classify, publish.
+    """
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+class DecodeError(PacketError):
+    def __init__(self, message: str):
+        super().__init__("decode", message)
+
+
+class UnsupportedPacket(PacketError):
+    """A packet we recognise but deliberately do not process (e.g. ZTF schema 1.3 with JPEG stamps)."""
+
+    def __init__(self, message: str):
+        super().__init__("decode", message)
+
+
+class CutoutError(PacketError):
+    def __init__(self, message: str):
+        super().__init__("cutout", message)
+
+
+class ErrorBudgetExceeded(StampflowError):
+    """Too many consecutive packet failures: something systemic is wrong, so stop instead of dead-lettering everything."""
