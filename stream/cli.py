@@ -1,0 +1,240 @@
+"""``stampflow`` command line. User errors print one line and exit non-zero; tracebacks are for bugs only."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stream.errors import ConfigError, StampflowError
+
+log = logging.getLogger("stampflow")
+
+EXIT_USER_ERROR = 2
+EXIT_RUNTIME_ERROR = 1
+
+
+def _settings(args: argparse.Namespace, **overrides: Any):
+    from stream.config import load_settings
+
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in (x.strip() for x in value.split(",")) if v]
+
+
+# -- classify -----------------------------------------------------------------------------------------------------
+def cmd_classify(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from stream.file_source import FileSource
+    from stream.sources import IterSource
+    from stream.worker import build_engine, file_sink, load_classifiers
+
+    overrides: dict[str, Any] = {}
+    if args.dead_letters:
+        overrides["output"] = {"dead_letter_dir": args.dead_letters}
+    settings = _settings(args, **overrides)
+    _setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    files = FileSource([Path(p) for p in args.paths])  # bad paths fail here, before models load
+    classifiers = load_classifiers(settings, args.models)
+    out = Path(args.out)
+    fmt = args.format or ("avro" if out.suffix == ".avro" else "jsonl")
+    sink = file_sink(settings, out, fmt)
+    total = files.count() if hasattr(files, "count") else None
+    bar = tqdm(total=total, unit="alert", desc="classify", disable=args.quiet or None, file=sys.stderr)
+    shown: list[dict[str, Any]] = []
+
+    def on_batch(outcome) -> None:
+        bar.update(len(outcome.results) + len(outcome.dead_letters))
+        if len(shown) < args.show:
+            shown.extend(outcome.results[: args.show - len(shown)])
+
+    engine = build_engine(settings, IterSource(files.iter_messages()), sink, classifiers, on_batch=on_batch)
+    stats = engine.run()
+    bar.close()
+    summary = stats.summary()
+    summary.update({"results_file": str(out), "format": fmt,
+                    "dead_letter_dir": str(settings.output.dead_letter_dir) if stats.dead_letters else None,
+                    "models": [f"{c.name}@{c.version}" for c in classifiers]})
+    if args.show:
+        print(format_table(shown))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    rows = [("objectId", "candid", "model", "label", "probability", "uncertainty")]
+    for r in results:
+        preds = r["predictions"] or [None]
+        for p in preds:
+            if p is None:
+                rows.append((r["objectId"], str(r["candid"]), "-", "unrouted", "-", "-"))
+            else:
+                prob = p["probabilities"].get(p["label"], float("nan"))
+                rows.append((r["objectId"], str(r["candid"]), p["model"], p["label"], f"{prob:.3f}",
+                             f"{p['uncertainty']:.4f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- serve / replay ------------------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stream.worker import serve
+
+    settings = _settings(args)
+    _setup_logging(settings.log_level)
+    summary = serve(settings)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream.replay import replay
+
+    settings = _settings(args)
+    _setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    stats = replay(settings, [Path(p) for p in args.paths], args.topic, rate=None if args.max_speed else args.rate,
+                   repeat=args.repeat, progress=not args.quiet)
+    print(json.dumps(stats))
+    return 0
+
+
+# -- models / train / evaluate ----------------------------------------------------------------------------------------
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from models.registry import Registry
+
+    settings = _settings(args)
+    infos = Registry(settings.models.artifact_dirs).list()
+    if args.json:
+        print(json.dumps([{"name": i.name, "version": i.version, "family": i.family, "path": str(i.path),
+                           "trained_on": i.metadata.get("trained_on"), "created": i.metadata.get("created"),
+                           "metrics": i.metadata.get("metrics")} for i in infos], indent=2, default=str))
+        return 0
+    rows = [("name", "version", "family", "trained_on", "created", "path")]
+    rows += [(i.name, i.version, i.family, str(i.metadata.get("trained_on", "?")), str(i.metadata.get("created", "?")),
+              str(i.path)) for i in infos]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.family != "stargal":
+        raise StampflowError(f"unknown model family '{args.family}' (known: stargal)")
+    from training import stargal
+
+    _setup_logging("INFO")
+    kwargs: dict[str, Any] = {"seed": args.seed}
+    if args.out:
+        kwargs["out_root"] = Path(args.out)
+    if args.version:
+        kwargs["version"] = args.version
+    result = stargal.train(Path(args.data), **kwargs)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training import stargal
+
+    result = stargal.evaluate(args.model, Path(args.data))
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps({"config_hash": settings.config_hash(), "settings": settings.masked()}, indent=2))
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stampflow", description="Streaming classifier for astronomical alert cutouts.")
+    p.add_argument("--config", help="YAML config file (env STAMPFLOW_* overrides it)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("classify", help="classify alert files (no broker): files in, results out")
+    c.add_argument("paths", nargs="+", help=".avro, .avro.gz, directories, nightly .tar.gz, Fink .parquet")
+    c.add_argument("--out", default="results.jsonl", help="results file (.jsonl or .avro)")
+    c.add_argument("--format", choices=["jsonl", "avro"], help="override the format implied by --out")
+    c.add_argument("--models", type=_csv, help="comma-separated model names (default: config models.names)")
+    c.add_argument("--dead-letters", help="directory for dead letters (default: config output.dead_letter_dir)")
+    c.add_argument("--show", type=int, default=10, help="print a table of the first N results (0: none)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("serve", help="run the Kafka worker")
+    s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("replay", help="produce archival alerts into a Kafka topic")
+    r.add_argument("paths", nargs="+")
+    r.add_argument("--topic", required=True)
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--rate", type=float, default=None, help="messages per second")
+    g.add_argument("--max-speed", action="store_true", help="as fast as the broker takes them (default)")
+    r.add_argument("--repeat", type=int, default=1, help="replay the inputs this many times (load tests)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_replay)
+
+    m = sub.add_parser("models", help="model registry")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    ml = msub.add_parser("list", help="list artifacts")
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(func=cmd_models_list)
+
+    t = sub.add_parser("train", help="train a model family")
+    t.add_argument("family", help="stargal")
+    t.add_argument("--data", required=True, help="directory of star_*.fits / galaxy_*.fits cutouts")
+    t.add_argument("--out", help="registry root to write the artifact to (default: bundled artifacts)")
+    t.add_argument("--version", help="artifact version (default: next)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a model on labelled data; prints JSON")
+    e.add_argument("model", help="model name, name@version, or artifact directory")
+    e.add_argument("--data", required=True)
+    e.set_defaults(func=cmd_evaluate)
+
+    cf = sub.add_parser("config", help="configuration")
+    csub = cf.add_subparsers(dest="config_command", required=True)
+    cs = csub.add_parser("show", help="print the effective config, secrets masked")
+    cs.set_defaults(func=cmd_config_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"stampflow: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except StampflowError as exc:
+        print(f"stampflow: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR if not exc.__class__.__name__.endswith("Exceeded") else EXIT_RUNTIME_ERROR
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"stampflow: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("stampflow: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The worker loop: consume → decode → batch → route → classify → publish → commit.
+
+Single-threaded on purpose: a batch is fully acknowledged and committed before the next consume, so a rebalance
+or a kill can only ever repeat the batch in flight (at-least-once with duplicates bounded by one batch), never
+skip one. Model calls are the only heavy work and they release the GIL inside numpy/TensorFlow.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from models.base import BatchPrediction, Classifier
+from models.preprocess import prepare_batch
+from stream.decode import Decoder
+from stream.errors import ErrorBudgetExceeded, PacketError
+from stream.metrics import Metrics
+from stream.packet import DeadLetter, Packet, RawMessage
+from stream.sinks import KafkaSink, Sink
+from stream.sources import Item, KafkaSource, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    consumed: int = 0
+    decoded: int = 0
+    results: int = 0
+    dead_letters: int = 0
+    unrouted: int = 0
+    batches: int = 0
+    duplicates_dropped: int = 0
+    started: float = field(default_factory=time.time)
+    label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = max(time.time() - self.started, 1e-9)
+        return {"consumed": self.consumed, "decoded": self.decoded, "results": self.results,
+                "dead_letters": self.dead_letters, "unrouted": self.unrouted, "batches": self.batches,
+                "seconds": round(elapsed, 3), "alerts_per_s": round(self.consumed / elapsed, 1),
+                "labels": self.label_counts}
+
+
+@dataclass
+class BatchOutcome:
+    results: list[dict[str, Any]]
+    dead_letters: list[DeadLetter]
+    packets: list[Packet]
+
+
+def _topic_label(item: Item) -> str:
+    return item.origin.topic or "file"
+
+
+class Engine:
+    def __init__(self, source: Source, sink: Sink, classifiers: Sequence[Classifier], decoder: Decoder,
+                 metrics: Metrics, *, max_batch: int, max_wait_ms: int, max_consecutive_failures: int,
+                 code_version: str, config_hash: str, lag_interval_s: float = 5.0,
+                 on_batch: Callable[[BatchOutcome], None] | None = None):
+        self.source = source
+        self.sink = sink
+        self.classifiers = list(classifiers)
+        self.decoder = decoder
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_consecutive_failures = max_consecutive_failures
+        self.code_version = code_version
+        self.config_hash = config_hash
+        self.lag_interval_s = lag_interval_s
+        self.on_batch = on_batch
+        self.stop_event = threading.Event()
+        self.stats = RunStats()
+        self.consecutive_failures = 0
+        self._last_lag = 0.0
+        metrics.build_info.labels(code_version, config_hash).set(1)
+        for c in self.classifiers:
+            metrics.model_info.labels(c.name, c.version, c.info.family).set(1)
+
+    # -- batching ------------------------------------------------------------------------------------------------
+    def next_batch(self) -> list[Item]:
+        """Close the batch on size, or max_wait after its first message; return early on stop."""
+        batch: list[Item] = []
+        deadline: float | None = None
+        while len(batch) < self.max_batch and not self.stop_event.is_set():
+            if deadline is None:
+                timeout = 0.25  # idle: wake up regularly to notice a stop request
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+            got = self.source.poll(self.max_batch - len(batch), timeout)
+            self.metrics.last_poll.set_to_current_time()
+            if got:
+                if deadline is None:
+                    deadline = time.monotonic() + self.max_wait_s
+                batch.extend(got)
+            if self.source.exhausted:
+                break
+            if not got and deadline is None:
+                self._maybe_update_lag()
+        return batch
+
+    # -- processing ------------------------------------------------------------------------------------------------
+    def process(self, items: list[Item]) -> BatchOutcome:
+        dead: list[DeadLetter] = []
+        packets: list[Packet] = []
+        for item in items:
+            topic = _topic_label(item)
+            self.metrics.consumed.labels(topic).inc()
+            if isinstance(item, DeadLetter):
+                dead.append(item)
+                continue
+            try:
+                packet = self.decoder.decode(item)
+            except PacketError as exc:
+                dead.append(DeadLetter.from_exception(item.value, item.origin, exc))
+                continue
+            except Exception as exc:  # a decoder bug must not take the worker down on one packet
+                log.exception("unexpected decode failure at %s", item.origin.describe())
+                dead.append(DeadLetter.from_exception(item.value, item.origin, exc, stage="decode"))
+                continue
+            self.metrics.decoded.labels(topic).inc()
+            packets.append(packet)
+
+        predictions: dict[int, list[tuple[Classifier, BatchPrediction, int]]] = {id(p): [] for p in packets}
+        failed: dict[int, DeadLetter] = {}
+        for clf in self.classifiers:
+            routed = [p for p in packets if id(p) not in failed and clf.input_spec.accepts(p)]
+            if not routed:
+                continue
+            arrays, errors = prepare_batch(routed, clf.input_spec)
+            good: list[Packet] = []
+            for p, err in zip(routed, errors):
+                if err is None:
+                    good.append(p)
+                else:
+                    stage = getattr(err, "stage", "preprocess")
+                    failed[id(p)] = DeadLetter.from_exception(p.raw, p.origin, err, stage=stage, candid=p.candid)
+            if len(good) != len(routed):
+                keep = [i for i, err in enumerate(errors) if err is None]
+                arrays = arrays[keep]
+            if not good:
+                continue
+            for p, pred, row in self._predict(clf, good, arrays, failed):
+                predictions[id(p)].append((clf, pred, row))
+
+        results: list[dict[str, Any]] = []
+        now = time.time()
+        for p in packets:
+            if id(p) in failed:
+                dead.append(failed[id(p)])
+                continue
+            results.append(self._result(p, predictions[id(p)], now))
+        return BatchOutcome(results=results, dead_letters=dead, packets=[p for p in packets if id(p) not in failed])
+
+    def _predict(self, clf: Classifier, packets: list[Packet], arrays: np.ndarray, failed: dict[int, DeadLetter]):
+        t0 = time.perf_counter()
+        try:
+            pred = clf.predict(arrays)
+            self.metrics.inference.labels(clf.name).observe(time.perf_counter() - t0)
+            return [(p, pred, i) for i, p in enumerate(packets)]
+        except Exception as exc:
+            if len(packets) == 1:
+                failed[id(packets[0])] = DeadLetter.from_exception(packets[0].raw, packets[0].origin, exc,
+                                                                  stage="classify", candid=packets[0].candid)
+                return []
+            # Isolate the culprit(s) by halving, so one poisonous stamp costs log2(N) extra calls, not the batch.
+            log.warning("model %s failed on a batch of %d (%s); isolating", clf.name, len(packets), exc)
+            mid = len(packets) // 2
+            return (self._predict(clf, packets[:mid], arrays[:mid], failed)
+                    + self._predict(clf, packets[mid:], arrays[mid:], failed))
+
+    def _result(self, p: Packet, preds: list[tuple[Classifier, BatchPrediction, int]], now: float) -> dict[str, Any]:
+        flags = list(p.flags)
+        out = []
+        for clf, pred, row in preds:
+            probs = pred.probabilities[row]
+            out.append({"model": clf.name, "model_version": clf.version, "label": pred.labels[row],
+                        "probabilities": {c: float(v) for c, v in zip(pred.classes, probs)},
+                        "uncertainty": float(pred.uncertainty[row])})
+        if not preds:
+            flags.append("unrouted")
+        return {"schema_version": "1", "candid": int(p.candid), "objectId": p.object_id, "survey": p.survey,
+                "source": p.origin.as_dict(), "alert_time": p.alert_time, "ingest_time": p.ingest_time,
+                "classified_time": now, "flags": flags, "predictions": out, "code_version": self.code_version,
+                "config_hash": self.config_hash}
+
+    # -- delivery --------------------------------------------------------------------------------------------------
+    def handle(self, items: list[Item]) -> BatchOutcome:
+        """Process one batch and make it durable: publish, wait for acks, then commit offsets."""
+        if isinstance(self.source, KafkaSource):
+            owned = [it for it in items if self.source.owned(it)]
+            self.stats.duplicates_dropped += len(items) - len(owned)
+            items = owned
+        outcome = self.process(items)
+        self.sink.write_results(outcome.results)
+        self.sink.write_dead_letters(outcome.dead_letters)
+        if isinstance(self.sink, KafkaSink) and self.sink.transactional and isinstance(self.source, KafkaSource):
+            self.sink.flush()
+            self.sink.commit_transaction(KafkaSource.next_offsets(items), self.source.group_metadata())
+        else:
+            self.sink.flush()  # raises PublishError: nothing is committed then
+            self.source.commit(items)
+        self.metrics.commits.inc()
+        self._account(items, outcome)
+        if self.on_batch is not None:
+            self.on_batch(outcome)
+        return outcome
+
+    def _account(self, items: list[Item], outcome: BatchOutcome) -> None:
+        now = time.time()
+        m = self.metrics
+        m.batch_size.observe(len(items))
+        by_candid = {r["candid"]: r for r in outcome.results}
+        for p in outcome.packets:
+            topic = p.origin.topic or "file"
+            r = by_candid.get(int(p.candid))
+            if r is None:
+                continue
+            m.published.labels(topic).inc()
+            if not r["predictions"]:
+                m.unrouted.labels(topic).inc()
+                self.stats.unrouted += 1
+            for pred in r["predictions"]:
+                m.classified.labels(topic, pred["model"]).inc()
+                counts = self.stats.label_counts.setdefault(pred["model"], {})
+                counts[pred["label"]] = counts.get(pred["label"], 0) + 1
+            m.latency.labels("ingest").observe(max(0.0, now - p.ingest_time))
+            if p.alert_time is not None:
+                m.latency.labels("alert").observe(max(0.0, now - p.alert_time))
+        for dl in outcome.dead_letters:
+            m.dead_lettered.labels(dl.origin.topic or "file", dl.stage).inc()
+            log.warning("dead-lettered %s at stage %s: %s", dl.origin.describe(), dl.stage, dl.error)
+        self.stats.consumed += len(items)
+        self.stats.decoded += len(outcome.packets) + sum(1 for d in outcome.dead_letters
+                                                         if d.stage not in ("read", "decode"))
+        self.stats.results += len(outcome.results)
+        self.stats.dead_letters += len(outcome.dead_letters)
+        self.stats.batches += 1
+        # Error budget: a run of failures with no success in between means something systemic.
+        if outcome.results:
+            self.consecutive_failures = 0
+        else:
+            self.consecutive_failures += len(outcome.dead_letters)
+        m.consecutive_failures.set(self.consecutive_failures)
+        if self.consecutive_failures >= self.max_consecutive_failures:
+            raise ErrorBudgetExceeded(
+                f"stopping: {self.consecutive_failures} consecutive packets failed (error budget "
+                f"{self.max_consecutive_failures}); last error: {outcome.dead_letters[-1].error if outcome.dead_letters else '?'}. "
+                f"They are in the dead-letter sink and their offsets are committed.")
+
+    def _maybe_update_lag(self, force: bool = False) -> None:
+        if not isinstance(self.source, KafkaSource):
+            return
+        now = time.monotonic()
+        if not force and now - self._last_lag < self.lag_interval_s:
+            return
+        self._last_lag = now
+        try:
+            for (topic, partition), lag in self.source.lag().items():
+                self.metrics.lag.labels(topic, str(partition)).set(lag)
+        except Exception as exc:  # lag is observability only; never stop the pipeline for it
+            log.warning("could not refresh consumer lag: %s", exc)
+
+    # -- loop ------------------------------------------------------------------------------------------------------
+    def run(self) -> RunStats:
+        try:
+            while not self.stop_event.is_set():
+                items = self.next_batch()
+                if items:
+                    self.handle(items)
+                    self._maybe_update_lag()
+                if self.source.exhausted:
+                    break
+            return self.stats
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            self.sink.close()
+        finally:
+            self.source.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()

@@ -1,0 +1,208 @@
+"""Where results and dead letters go: Kafka (idempotent or transactional producer) or files.
+
+Every sink has the same contract: ``write`` queues, ``flush`` returns only when everything queued is durably
+acknowledged and raises `PublishError` otherwise. The engine commits source offsets only after ``flush``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastavro.write import Writer
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from schemas.results import encode_schemaless, load_schema
+from stream.errors import StampflowError
+from stream.packet import DeadLetter
+
+log = logging.getLogger(__name__)
+
+RESULT_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema", b"stampflow.classification.v1")]
+DEAD_LETTER_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema", b"stampflow.dead_letter.v1")]
+
+
+class PublishError(StampflowError):
+    """The sink could not confirm every result of a batch: offsets must not be committed."""
+
+
+def dead_letter_record(dl: DeadLetter, code_version: str) -> dict[str, Any]:
+    return {"schema_version": "1", "value": dl.value, "stage": dl.stage, "error": dl.error,
+            "error_type": dl.error_type, "candid": dl.candid, "source": dl.origin.as_dict(), "time": dl.time,
+            "code_version": code_version}
+
+
+class Sink(Protocol):
+    def write_results(self, results: list[dict[str, Any]]) -> None: ...
+    def write_dead_letters(self, letters: list[DeadLetter]) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class KafkaSink:
+    """Results keyed by candid, dead letters keyed by origin; one producer, so one transaction can hold both."""
+
+    def __init__(self, producer_config: dict[str, Any], result_topic: str, dead_letter_topic: str,
+                 code_version: str, delivery_timeout_s: float, transactional: bool = False):
+        self.result_topic = result_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.code_version = code_version
+        self.delivery_timeout_s = delivery_timeout_s
+        self.transactional = transactional
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        self._acked = 0
+        conf = dict(producer_config)
+        conf.setdefault("error_cb", self._on_error)
+        self.producer = Producer(conf)
+        if transactional:
+            try:
+                self.producer.init_transactions(delivery_timeout_s)
+            except KafkaException as exc:
+                raise StampflowError(f"cannot initialise Kafka transactions: {exc.args[0].str()}") from None
+        self._in_txn = False
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            with self._lock:
+                self._errors.append(f"fatal producer error: {err.str()}")
+        else:
+            log.warning("kafka producer: %s", err.str())
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        with self._lock:
+            if err is not None:
+                self._errors.append(f"{msg.topic()}: {err.str()}")
+            else:
+                self._acked += 1
+
+    def begin(self) -> None:
+        if self.transactional and not self._in_txn:
+            self.producer.begin_transaction()
+            self._in_txn = True
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self.producer.poll(0.1)
+
+    def write_results(self, results: list[dict[str, Any]]) -> None:
+        self.begin()
+        for r in results:
+            self._produce(self.result_topic, encode_schemaless(r), str(r["candid"]).encode(), RESULT_HEADERS)
+        self.producer.poll(0)
+
+    def write_dead_letters(self, letters: list[DeadLetter]) -> None:
+        self.begin()
+        for dl in letters:
+            value = encode_schemaless(dead_letter_record(dl, self.code_version), "dead_letter")
+            self._produce(self.dead_letter_topic, value, dl.origin.describe().encode(), DEAD_LETTER_HEADERS)
+        self.producer.poll(0)
+
+    def flush(self) -> None:
+        remaining = self.producer.flush(self.delivery_timeout_s)
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if remaining or errors:
+            detail = "; ".join(errors[:3]) or f"{remaining} messages still queued"
+            raise PublishError(f"the broker did not acknowledge every result within {self.delivery_timeout_s:g}s "
+                               f"({detail}); offsets were not committed")
+
+    def commit_transaction(self, offsets: list, group_metadata: Any) -> None:
+        """Exactly-once: results, dead letters and the consumed offsets become visible together."""
+        self.begin()
+        try:
+            self.producer.send_offsets_to_transaction(offsets, group_metadata, self.delivery_timeout_s)
+            self.producer.commit_transaction(self.delivery_timeout_s)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                self.producer.abort_transaction(self.delivery_timeout_s)
+            self._in_txn = False
+            raise PublishError(f"transaction failed and was aborted: {err.str()}; nothing was committed") from None
+        self._in_txn = False
+
+    def close(self) -> None:
+        if self._in_txn:
+            try:
+                self.producer.abort_transaction(self.delivery_timeout_s)
+            except KafkaException as exc:
+                log.warning("abort on close failed: %s", exc)
+        self.producer.flush(self.delivery_timeout_s)
+
+
+class FileSink:
+    """File mode: results as JSON lines or an Avro container; dead letters as an Avro container (original bytes)
+    plus a JSON-lines index a person can read."""
+
+    def __init__(self, results_path: Path, fmt: str, dead_letter_dir: Path, code_version: str):
+        self.results_path = Path(results_path)
+        self.fmt = fmt
+        self.dead_letter_dir = Path(dead_letter_dir)
+        self.code_version = code_version
+        self.results_written = 0
+        self.dead_letters_written = 0
+        self.results_path.parent.mkdir(parents=True, exist_ok=True)
+        self._results = open(self.results_path, "wb")
+        self._avro_buffer: list[dict[str, Any]] = []
+        self._dl_avro = None
+        self._dl_index = None
+        self._dl_buffer: list[dict[str, Any]] = []
+        self._results_writer: Writer | None = None
+        self._dl_writer: Writer | None = None
+
+    def write_results(self, results: list[dict[str, Any]]) -> None:
+        if self.fmt == "jsonl":
+            for r in results:
+                self._results.write(json.dumps(r, separators=(",", ":")).encode() + b"\n")
+        else:
+            self._avro_buffer.extend(results)
+        self.results_written += len(results)
+
+    def write_dead_letters(self, letters: list[DeadLetter]) -> None:
+        if not letters:
+            return
+        if self._dl_index is None:
+            self.dead_letter_dir.mkdir(parents=True, exist_ok=True)
+            self._dl_avro = open(self.dead_letter_dir / "dead_letters.avro", "wb")
+            self._dl_index = open(self.dead_letter_dir / "dead_letters.jsonl", "w")
+        for dl in letters:
+            rec = dead_letter_record(dl, self.code_version)
+            self._dl_buffer.append(rec)
+            summary = {k: v for k, v in rec.items() if k != "value"}
+            summary["bytes"] = len(dl.value)
+            summary["sha256"] = hashlib.sha256(dl.value).hexdigest()
+            self._dl_index.write(json.dumps(summary) + "\n")
+        self.dead_letters_written += len(letters)
+
+    def flush(self) -> None:
+        if self._avro_buffer:
+            if self._results_writer is None:
+                self._results_writer = Writer(self._results, load_schema("classification"), codec="deflate")
+            for rec in self._avro_buffer:
+                self._results_writer.write(rec)
+            self._results_writer.flush()
+            self._avro_buffer = []
+        if self._dl_buffer:
+            if self._dl_writer is None:
+                self._dl_writer = Writer(self._dl_avro, load_schema("dead_letter"), codec="deflate")
+            for rec in self._dl_buffer:
+                self._dl_writer.write(rec)
+            self._dl_writer.flush()
+            self._dl_buffer = []
+            self._dl_index.flush()
+            self._dl_avro.flush()
+        self._results.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._results.close()
+        if self._dl_avro is not None:
+            self._dl_avro.close()
+            self._dl_index.close()

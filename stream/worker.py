@@ -1,0 +1,106 @@
+"""Assembles a worker from the settings: models (loaded once), decoder, source, sink, metrics, signals."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from models.base import Classifier
+from models.registry import Registry
+from stream.config import Settings
+from stream.decode import Decoder
+from stream.engine import Engine
+from stream.errors import StampflowError
+from stream.metrics import Metrics
+from stream.packet import Framing
+from stream.provenance import code_version
+from stream.schema_registry import SchemaResolver
+from stream.sinks import FileSink, KafkaSink, Sink
+from stream.sources import KafkaSource, Source
+
+log = logging.getLogger(__name__)
+
+
+def load_classifiers(settings: Settings, names: Sequence[str] | None = None) -> list[Classifier]:
+    registry = Registry(settings.models.artifact_dirs)
+    out = []
+    for spec in names or settings.models.names:
+        clf = registry.load(spec)
+        log.info("loaded model %s@%s (%s)", clf.name, clf.version, clf.info.family)
+        out.append(clf)
+    return out
+
+
+def build_decoder(settings: Settings) -> Decoder:
+    s = settings.schemas
+    resolver = None
+    if s.schema_dir is not None or s.registry_url is not None:
+        resolver = SchemaResolver(schema_dir=s.schema_dir, registry_url=s.registry_url)
+    return Decoder(resolver=resolver, framing=Framing(s.framing))
+
+
+def check_broker(bootstrap: str, common: dict, timeout_s: float = 10.0) -> None:
+    """Fail fast with one line when the broker cannot be reached, instead of librdkafka retrying forever."""
+    conf = {"bootstrap.servers": bootstrap, **common}
+    try:
+        AdminClient(conf).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise StampflowError(f"cannot reach Kafka at {bootstrap} within {timeout_s:g}s "
+                             f"({exc.args[0].str()})") from None
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT finish the batch in flight, flush, commit and close; a second signal exits at once."""
+    def handler(signum, frame):
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        log.info("received %s: finishing the batch in flight, then flushing and committing",
+                 signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def build_engine(settings: Settings, source: Source, sink: Sink, classifiers: Iterable[Classifier],
+                 metrics: Metrics | None = None, decoder: Decoder | None = None, **kw) -> Engine:
+    return Engine(source, sink, list(classifiers), decoder or build_decoder(settings), metrics or Metrics(),
+                  max_batch=settings.batch.max_size, max_wait_ms=settings.batch.max_wait_ms,
+                  max_consecutive_failures=settings.errors.max_consecutive_failures,
+                  code_version=code_version(), config_hash=settings.config_hash(),
+                  lag_interval_s=settings.kafka.lag_interval_s, **kw)
+
+
+def serve(settings: Settings) -> dict:
+    """The Kafka worker: runs until SIGTERM/SIGINT, the error budget, or a fatal broker error."""
+    k = settings.kafka
+    check_broker(k.bootstrap_servers, k.common)
+    classifiers = load_classifiers(settings)
+    metrics = Metrics()
+    if settings.metrics.enabled:
+        port = metrics.serve(settings.metrics.host, settings.metrics.port)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    sink = KafkaSink(settings.producer_config(), k.result_topic, k.dead_letter_topic, code_version(),
+                     k.delivery_timeout_s, transactional=k.exactly_once)
+    source = KafkaSource(settings.consumer_config(), k.input_topics, Framing(settings.schemas.framing),
+                         k.start_timestamp_ms)
+    engine = build_engine(settings, source, sink, classifiers, metrics)
+    install_signal_handlers(engine.stop_event)
+    log.info("serving %s -> %s (dead letters: %s), models %s, %s delivery", ",".join(k.input_topics),
+             k.result_topic, k.dead_letter_topic, ",".join(f"{c.name}@{c.version}" for c in classifiers),
+             "exactly-once" if k.exactly_once else "at-least-once")
+    try:
+        stats = engine.run()
+    finally:
+        metrics.close()
+    log.info("stopped cleanly: %s", stats.summary())
+    return stats.summary()
+
+
+def file_sink(settings: Settings, out: Path, fmt: str | None = None) -> FileSink:
+    return FileSink(out, fmt or settings.output.format, settings.output.dead_letter_dir, code_version())

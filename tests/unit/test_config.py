@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from stream.cli import main
+from stream.config import Settings, load_settings
+from stream.errors import ConfigError
+
+
+def test_every_field_has_a_comment():
+    def walk(model, prefix=""):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{prefix}{name} has no description"
+            ann = field.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk(ann, f"{prefix}{name}.")
+    walk(Settings)
+
+
+def test_env_overrides_yaml_and_nested(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  bootstrap_servers: yaml:1\n  group_id: g1\nbatch:\n  max_size: 32\n")
+    monkeypatch.setenv("STAMPFLOW_KAFKA__GROUP_ID", "from-env")
+    s = load_settings(cfg)
+    assert s.kafka.bootstrap_servers == "yaml:1"
+    assert s.kafka.group_id == "from-env"
+    assert s.batch.max_size == 32
+
+
+def test_unknown_keys_are_refused(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch:\n  max_sise: 3\n")
+    with pytest.raises(ConfigError, match="batch.max_sise"):
+        load_settings(cfg)
+    monkeypatch.setenv("STAMPFLOW_BACTH__MAX_SIZE", "3")
+    with pytest.raises(ConfigError, match="STAMPFLOW_BACTH__MAX_SIZE"):
+        load_settings()
+
+
+def test_librdkafka_passthrough_and_secrets_masked(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  common:\n    security.protocol: SASL_SSL\n    sasl.mechanism: PLAIN\n"
+                   "    sasl.username: alice\n    sasl.password: hunter2\n    ssl.ca.location: /etc/ca.pem\n")
+    s = load_settings(cfg)
+    assert s.consumer_config()["sasl.password"] == "hunter2"
+    assert s.producer_config()["security.protocol"] == "SASL_SSL"
+    assert s.consumer_config()["enable.auto.commit"] is False
+    masked = json.dumps(s.masked())
+    assert "hunter2" not in masked and "alice" in masked
+    # The hash ignores secret values: rotating a password does not change result provenance.
+    cfg.write_text(cfg.read_text().replace("hunter2", "other"))
+    assert load_settings(cfg).config_hash() == s.config_hash()
+
+
+def test_auto_commit_cannot_be_switched_on(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  consumer:\n    enable.auto.commit: true\n")
+    with pytest.raises(ConfigError, match="auto.commit"):
+        load_settings(cfg).consumer_config()
+
+
+def test_exactly_once_sets_transactional_id():
+    s = load_settings(kafka={"exactly_once": True, "group_id": "g"})
+    assert s.producer_config()["transactional.id"].startswith("g-")
+
+
+def test_config_show_masks_secrets(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STAMPFLOW_KAFKA__COMMON", '{"sasl.password": "s3cret"}')
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "********" in out
+    assert json.loads(out)["config_hash"]
+
+
+def test_bad_config_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch: {max_size: -4}\n")
+    assert main(["--config", str(cfg), "config", "show"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stampflow: invalid configuration: batch.max_size") and "\n" not in err
+    assert main(["--config", str(tmp_path / "missing.yaml"), "config", "show"]) == 2
+    assert "config file not found" in capsys.readouterr().err
