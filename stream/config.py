@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from stream.errors import ConfigError
 
 LibrdkafkaValue = str | int | float | bool
+# The YAML file for the settings being built; module-level because pydantic treats underscored class
+# attributes as private model attributes.
+_yaml_file: Optional[Path] = None
 SECRET_KEY = re.compile(r"(password|secret|user\.info|token|credential|sasl\.jaas)", re.IGNORECASE)
 MASK = "********"
 
@@ -112,15 +115,13 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings, description="Which models to serve.")
     output: OutputSettings = Field(default_factory=OutputSettings, description="File-mode outputs.")
 
-    _yaml_file: Optional[Path] = None
-
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
                                    env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource):
         sources = [init_settings, env_settings]
-        if cls._yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+        if _yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_yaml_file))
         return tuple(sources)
 
     # -- views -------------------------------------------------------------------------------------------------
@@ -210,12 +211,13 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
                           f"(known: {', '.join('STAMPFLOW_' + f.upper() for f in Settings.model_fields)})")
     # The env var naming the YAML file shares the prefix but is not a setting itself.
     hidden = os.environ.pop("STAMPFLOW_CONFIG_FILE", None)
-    Settings._yaml_file = yaml_path
+    global _yaml_file
+    _yaml_file = yaml_path
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     finally:
-        Settings._yaml_file = None
+        _yaml_file = None
         if hidden is not None:
             os.environ["STAMPFLOW_CONFIG_FILE"] = hidden
