@@ -1,0 +1,188 @@
+"""Writer schemas for Confluent-wire messages (magic byte 0, 4-byte big-endian schema id, schemaless Avro body).
+
+Two providers, one protocol (`SchemaProvider`: ``get(schema_id) -> schema JSON text``), and `SchemaResolver`,
+which is what the settings build (``SchemaResolver(schema_dir=..., registry_url=...)``, directory first):
+
+* `DirectorySchemaResolver`: a local directory holding one file per schema id, named ``<id>.avsc`` (the schema
+  JSON, exactly what the registry's ``/schemas/ids/<id>`` returns in its ``"schema"`` field). Flat files were
+  chosen over ``<id>/`` directories because a Confluent schema id always names one self-contained schema
+  (references are already resolved by the registry), so one file per id is the whole story.
+* `RegistrySchemaResolver`: a Confluent-compatible schema registry (Rubin's included):
+  ``GET {url}/schemas/ids/{id}`` -> ``{"schema": "..."}`` with urllib from the standard library, a timeout, and
+  a per-id cache (schemas behind an id are immutable, so the cache never expires).
+
+`make_resolver` builds either from a string: ``http://`` / ``https://`` -> registry, anything else -> directory.
+Failures raise `SchemaResolutionError` (a `DecodeError`, so the message is dead-lettered with a clear reason).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from stream.errors import DecodeError, StampflowError
+
+__all__ = ["SchemaResolver", "SchemaProvider", "DirectorySchemaResolver", "RegistrySchemaResolver",
+           "SchemaResolutionError", "make_resolver"]
+
+
+class SchemaResolutionError(DecodeError):
+    """The writer schema for a Confluent-wire message could not be obtained."""
+
+
+@runtime_checkable
+class SchemaProvider(Protocol):
+    """Anything with ``get(schema_id) -> schema JSON text`` (raising `SchemaResolutionError`) can feed a Decoder."""
+
+    def get(self, schema_id: int) -> str: ...
+
+
+class SchemaResolver:
+    """The configured resolver: a local schema directory, a registry URL, or both (directory first, so local
+    files can pin or override ids; the registry answers the rest)."""
+
+    def __init__(self, schema_dir: str | Path | None = None, registry_url: str | None = None, *,
+                 timeout: float = 5.0, auth: tuple[str, str] | None = None):
+        self.providers: list[SchemaProvider] = []
+        if schema_dir is not None:
+            self.providers.append(DirectorySchemaResolver(schema_dir))
+        if registry_url is not None:
+            self.providers.append(RegistrySchemaResolver(registry_url, timeout=timeout, auth=auth))
+        if not self.providers:
+            raise StampflowError("a schema resolver needs a schema directory or a schema registry URL")
+
+    def get(self, schema_id: int) -> str:
+        errors = []
+        for provider in self.providers:
+            try:
+                return provider.get(schema_id)
+            except SchemaResolutionError as exc:
+                errors.append(str(exc))
+        raise SchemaResolutionError("; ".join(errors))
+
+    def __repr__(self) -> str:
+        return f"SchemaResolver({', '.join(map(repr, self.providers))})"
+
+
+class DirectorySchemaResolver:
+    """Schemas from ``<directory>/<id>.avsc`` files (read once per id, then cached)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise StampflowError(f"schema directory does not exist: {self.directory}")
+        self._cache: dict[int, str] = {}
+
+    def get(self, schema_id: int) -> str:
+        text = self._cache.get(schema_id)
+        if text is not None:
+            return text
+        path = self.directory / f"{schema_id}.avsc"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SchemaResolutionError(f"schema id {schema_id} not found: no {path}") from None
+        except OSError as exc:
+            raise SchemaResolutionError(f"schema id {schema_id}: cannot read {path}: {exc}") from None
+        text = _unwrap(text, f"{path}")
+        self._cache[schema_id] = text
+        return text
+
+    def __repr__(self) -> str:
+        return f"DirectorySchemaResolver({str(self.directory)!r})"
+
+
+class RegistrySchemaResolver:
+    """A Confluent-compatible schema registry at ``url`` (``GET {url}/schemas/ids/{id}``), cached per id.
+
+    Credentials may be given as ``auth=(user, password)`` or in the URL (``https://user:pw@host``); they are sent
+    as HTTP basic auth and never appear in error messages.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 5.0, auth: tuple[str, str] | None = None):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StampflowError(f"schema registry URL must be http(s)://host[:port][/path], got {url!r}")
+        if parts.username is not None and auth is None:
+            auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        self.url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.timeout = timeout
+        self._auth_header = None
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            self._auth_header = f"Basic {token}"
+        self._cache: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, schema_id: int) -> str:
+        text = self._cache.get(schema_id)
+        if text is not None:
+            return text
+        with self._lock:
+            text = self._cache.get(schema_id)
+            if text is None:
+                text = self._fetch(schema_id)
+                self._cache[schema_id] = text
+        return text
+
+    def _fetch(self, schema_id: int) -> str:
+        url = f"{self.url}/schemas/ids/{int(schema_id)}"
+        request = urllib.request.Request(url, headers={
+            "Accept": "application/vnd.schemaregistry.v1+json, application/json"})
+        if self._auth_header:
+            request.add_header("Authorization", self._auth_header)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = ""
+            try:
+                detail = json.loads(exc.read() or b"{}").get("message", "")
+            except Exception:
+                pass
+            what = "not found" if exc.code == 404 else f"HTTP {exc.code}"
+            raise SchemaResolutionError(f"schema id {schema_id} {what} at {url}"
+                                        + (f": {detail}" if detail else "")) from None
+        except (urllib.error.URLError, OSError) as exc:  # refused, DNS, timeout
+            reason = getattr(exc, "reason", exc)
+            raise SchemaResolutionError(f"schema registry {self.url} unreachable for id {schema_id}: {reason}") from None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise SchemaResolutionError(f"schema registry {url} returned non-JSON: {body[:80]!r}") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("schema"), str):
+            raise SchemaResolutionError(f"schema registry {url} returned no 'schema' string")
+        schema_type = payload.get("schemaType", "AVRO")
+        if schema_type != "AVRO":
+            raise SchemaResolutionError(f"schema id {schema_id} is {schema_type}, not AVRO")
+        return _unwrap(payload["schema"], url)
+
+    def __repr__(self) -> str:
+        return f"RegistrySchemaResolver({self.url!r})"
+
+
+def _unwrap(text: str, where: str) -> str:
+    """Accept a bare schema or a registry-style ``{"schema": "..."}`` document; check that it is JSON."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise SchemaResolutionError(f"schema in {where} is not valid JSON: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("schema"), str) and "type" not in doc:
+        return _unwrap(doc["schema"], where)
+    return text
+
+
+def make_resolver(spec: "str | Path | SchemaProvider | None") -> SchemaProvider | None:
+    """``http(s)://...`` -> `RegistrySchemaResolver`; a path -> `DirectorySchemaResolver`; a resolver as is."""
+    if spec is None or isinstance(spec, SchemaProvider):
+        return spec
+    text = str(spec)
+    if text.startswith(("http://", "https://")):
+        return RegistrySchemaResolver(text)
+    return DirectorySchemaResolver(text)
