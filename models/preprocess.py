@@ -1,0 +1,251 @@
+"""The one preprocessing path shared by training and serving.
+
+Everything a model sees goes through here, so a model trained on FITS cutouts and served on alert stamps gets
+the same geometry and the same normalisation:
+
+* geometry: `centre_crop`, `pad_to` (NaN padding), `fit_to_spec` (crop or pad each axis), `fill_nan`;
+* per-image normalisations for batches: `normalise(x, method)` with ``method`` in `NORMALISATIONS`;
+* packets to arrays: `prepare_input` (one packet) and `prepare_batch` (many, isolating per-packet failures);
+* FITS for training/evaluation: `read_fits_image` and `load_stargal_dir` (de-duplicated by content hash).
+
+Centre convention: for a crop from H to ``size`` the first kept row is ``(H - size) // 2``; for a pad the
+extra row (odd difference) goes after the image. Crop followed by the inverse pad restores the original pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from stream.errors import PacketError, StampflowError
+
+NORMALISATIONS = ("raw", "minmax", "l2", "zscore", "asinh")
+
+# MAD -> Gaussian sigma.
+_MAD_TO_SIGMA = 1.4826
+
+
+# --------------------------------------------------------------------------------------------- geometry
+
+
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop the last-but-one and last axes of ``img`` to at most ``size`` (axes already smaller are kept)."""
+    if size <= 0:
+        raise ValueError(f"crop size must be positive, got {size}")
+    h, w = img.shape[-2:]
+    top = max((h - size) // 2, 0)
+    left = max((w - size) // 2, 0)
+    return img[..., top:top + min(size, h), left:left + min(size, w)]
+
+
+def pad_to(img: np.ndarray, size: int) -> np.ndarray:
+    """Pad the last two axes of ``img`` with NaN, centred, to at least ``size`` (axes already larger are kept)."""
+    if size <= 0:
+        raise ValueError(f"pad size must be positive, got {size}")
+    h, w = img.shape[-2:]
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    if ph == 0 and pw == 0:
+        return img
+    out = np.asarray(img, dtype=np.float32)
+    pad = [(0, 0)] * (out.ndim - 2) + [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)]
+    return np.pad(out, pad, mode="constant", constant_values=np.nan)
+
+
+def fit_to_spec(img: np.ndarray, size: int) -> np.ndarray:
+    """Crop (centre) each axis larger than ``size`` and NaN-pad (centred) each axis smaller: (size, size)."""
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D stamp, got shape {img.shape}")
+    return pad_to(centre_crop(img, size), size)
+
+
+def fill_nan(img: np.ndarray) -> np.ndarray:
+    """Replace NaN/inf with the stamp's finite median (0 if no pixel is finite). Returns a new float32 array."""
+    out = np.array(img, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        good = out[~bad]
+        out[bad] = np.median(good) if good.size else 0.0
+    return out
+
+
+# ---------------------------------------------------------------------------------------- normalisation
+
+
+def normalise(x: np.ndarray, method: str) -> np.ndarray:
+    """Normalise a batch (N, H, W) or (N, H, W, C) per image (and per channel), returning float32.
+
+    * ``raw``: unchanged (float32 copy).
+    * ``minmax``: ``(x - min) / (max - min)``; a constant image becomes 0.
+    * ``l2``: ``x / ||x||_2``; an all-zero image stays 0.
+    * ``zscore``: ``(x - mean) / std``; a constant image becomes 0.
+    * ``asinh``: ``asinh((x - median) / s)`` with ``s = 1.4826 * MAD`` (a robust estimate of the background
+      noise, so the stretch is linear within ~1 sigma of the sky and logarithmic for bright sources); if the
+      MAD is 0 we fall back to the standard deviation, and to 1 for a constant image.
+
+    Statistics are computed over the two spatial axes in float64; input must already be NaN-free
+    (see `fill_nan`).
+    """
+    if method not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation '{method}' (choose from {', '.join(NORMALISATIONS)})")
+    arr = np.asarray(x)
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"normalise expects (N, H, W) or (N, H, W, C), got shape {arr.shape}")
+    if method == "raw" or arr.shape[0] == 0:
+        return np.array(arr, dtype=np.float32, copy=True)
+    a = arr.astype(np.float64)
+    axes = (1, 2)
+    if method == "minmax":
+        lo = a.min(axis=axes, keepdims=True)
+        span = a.max(axis=axes, keepdims=True) - lo
+        out = np.divide(a - lo, span, out=np.zeros_like(a), where=span > 0)
+    elif method == "l2":
+        norm = np.sqrt((a * a).sum(axis=axes, keepdims=True))
+        out = np.divide(a, norm, out=np.zeros_like(a), where=norm > 0)
+    elif method == "zscore":
+        centred = a - a.mean(axis=axes, keepdims=True)
+        std = a.std(axis=axes, keepdims=True)
+        out = np.divide(centred, std, out=np.zeros_like(a), where=std > 0)
+    else:  # asinh
+        med = np.median(a, axis=axes, keepdims=True)
+        centred = a - med
+        scale = _MAD_TO_SIGMA * np.median(np.abs(centred), axis=axes, keepdims=True)
+        std = a.std(axis=axes, keepdims=True)
+        scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+        out = np.arcsinh(centred / scale)
+    return out.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- packets
+
+
+def prepare_input(packet, spec) -> np.ndarray:
+    """One packet -> float32 (size, size, len(spec.stamp_kinds)), channels in ``spec.stamp_kinds`` order.
+
+    Each stamp is decoded (``packet.stamps[kind].image().data``), centre-cropped / NaN-padded to ``spec.size``
+    (a crop keeps the pixel scale) and NaN-filled with its finite median. Raises `PacketError` (stage
+    ``preprocess``) if a stamp is missing, not 2-D, or needs cropping while ``spec.allow_crop`` is False.
+    """
+    channels = []
+    for kind in spec.stamp_kinds:
+        stamp = packet.stamps.get(kind)
+        if stamp is None:
+            raise PacketError("preprocess", f"packet {packet.candid} has no {getattr(kind, 'value', kind)} stamp")
+        data = np.asarray(stamp.image().data)
+        if data.ndim != 2:
+            raise PacketError("preprocess", f"{getattr(kind, 'value', kind)} stamp of packet {packet.candid} "
+                                            f"is not 2-D (shape {data.shape})")
+        if not spec.allow_crop and data.shape != (spec.size, spec.size):
+            raise PacketError("preprocess", f"{getattr(kind, 'value', kind)} stamp of packet {packet.candid} is "
+                                            f"{data.shape[0]}x{data.shape[1]}, model needs {spec.size}x{spec.size} "
+                                            "and does not allow cropping")
+        channels.append(fill_nan(fit_to_spec(data, spec.size)))
+    return np.stack(channels, axis=-1).astype(np.float32, copy=False)
+
+
+def prepare_batch(packets: Sequence, spec) -> tuple[np.ndarray, list[BaseException | None]]:
+    """Many packets -> (array (N, size, size, C) float32, errors list of length N).
+
+    ``errors[i]`` is None when packet i was prepared, else the exception (a `PacketError` with stage
+    ``preprocess``; other exceptions are wrapped with the original as ``__cause__``). Failed rows are zeros:
+    callers must drop them (e.g. ``batch[[e is None for e in errors]]``) and dead-letter the packet.
+    """
+    n, c = len(packets), len(spec.stamp_kinds)
+    out = np.zeros((n, spec.size, spec.size, c), dtype=np.float32)
+    errors: list[BaseException | None] = [None] * n
+    for i, packet in enumerate(packets):
+        try:
+            out[i] = prepare_input(packet, spec)
+        except PacketError as exc:
+            errors[i] = exc
+        except Exception as exc:  # noqa: BLE001 - one bad stamp must not sink the batch
+            wrapped = PacketError("preprocess", f"{exc.__class__.__name__}: {exc}")
+            wrapped.__cause__ = exc
+            errors[i] = wrapped
+    return out, errors
+
+
+# ------------------------------------------------------------------------------------------ FITS loading
+
+
+def read_fits_image(path: str | Path) -> np.ndarray:
+    """First HDU with 2-D data from a FITS file, as native-endian float32 (NaN kept)."""
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as hdul:
+        for hdu in hdul:
+            if hdu.data is not None and np.ndim(hdu.data) == 2:
+                return np.asarray(hdu.data, dtype=np.float32)
+    raise ValueError(f"{path} has no 2-D image HDU")
+
+
+_STARGAL_RE = re.compile(r"^(star|galaxy)_(\d+)\.fits$")
+
+
+@dataclass
+class StarGalLoadInfo:
+    """What `load_stargal_dir` saw: file counts, dropped duplicates, and the content hashes kept."""
+
+    directory: str
+    n_files: int
+    n_duplicates: int
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (dropped file, kept file)
+    conflicting_labels: int = 0
+    hashes: list[str] = field(default_factory=list)                  # sha256 of each kept file, in order
+
+    def dataset_sha256(self) -> str:
+        """sha256 over the sorted per-file hashes: identifies the de-duplicated data set, order-free."""
+        return hashlib.sha256("\n".join(sorted(self.hashes)).encode()).hexdigest()
+
+
+def load_stargal_dir(directory: str | Path, size: int = 20, return_info: bool = False):
+    """Load ``star_N.fits`` / ``galaxy_N.fits`` from ``directory``.
+
+    Returns ``(images (N, size, size) float32, labels (N,) str 'star'/'galaxy', names list)``, or with
+    ``return_info=True`` a 4-tuple whose last item is a `StarGalLoadInfo`. Files are read in (label, N) order;
+    byte-identical files (sha256) are kept once (the first in that order). Images are fitted to ``size`` with
+    `fit_to_spec` and NaN-filled, exactly as served stamps are. Raises `StampflowError` for a missing directory
+    or one without matching files.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise StampflowError(f"star/galaxy data directory {root} does not exist")
+    entries = []
+    for p in root.iterdir():
+        m = _STARGAL_RE.match(p.name)
+        if m and p.is_file():
+            entries.append((m.group(1), int(m.group(2)), p))
+    if not entries:
+        raise StampflowError(f"no star_*.fits or galaxy_*.fits files in {root}")
+    entries.sort(key=lambda e: (e[0] != "star", e[1]))
+    seen: dict[str, tuple[str, str]] = {}
+    images, labels, names, hashes = [], [], [], []
+    duplicates: list[tuple[str, str]] = []
+    conflicts = 0
+    for label, _, path in entries:
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest in seen:
+            kept_name, kept_label = seen[digest]
+            duplicates.append((path.name, kept_name))
+            conflicts += kept_label != label
+            continue
+        seen[digest] = (path.name, label)
+        try:
+            img = read_fits_image(path)
+        except Exception as exc:  # noqa: BLE001
+            raise StampflowError(f"cannot read {path}: {exc}") from None
+        images.append(fill_nan(fit_to_spec(img, size)))
+        labels.append(label)
+        names.append(path.name)
+        hashes.append(digest)
+    arr = np.stack(images).astype(np.float32, copy=False)
+    labels_arr = np.array(labels)
+    if not return_info:
+        return arr, labels_arr, names
+    info = StarGalLoadInfo(directory=str(root), n_files=len(entries), n_duplicates=len(duplicates),
+                           duplicates=duplicates, conflicting_labels=conflicts, hashes=hashes)
+    return arr, labels_arr, names, info
