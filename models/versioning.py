@@ -1,27 +1,27 @@
-"""Code version stamped into model artifacts and results."""
+"""Code version stamped on every result and artifact: package version plus the git commit when known."""
 from __future__ import annotations
 
+import functools
 import subprocess
-from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """``git rev-parse --short HEAD`` of the checkout this code runs from, else the installed package version."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=5, check=True)
-        rev = out.stdout.strip()
-        if rev:
-            return rev
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        return version("stampflow")
-    except PackageNotFoundError:
-        return "unknown"
+        version = metadata.version("stampflow")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    if (REPO_ROOT / ".git").exists():
+        try:
+            sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+                                 capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return f"{version}+g{sha}{'.dirty' if dirty else ''}"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return version
