@@ -57,6 +57,7 @@ class KafkaSink:
         self._acked = 0
         conf = dict(producer_config)
         conf.setdefault("error_cb", self._on_error)
+        conf.setdefault("logger", logging.getLogger("librdkafka.producer"))
         self.producer = Producer(conf)
         if transactional:
             try:

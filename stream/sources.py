@@ -67,6 +67,9 @@ class KafkaSource:
         self._fatal: str | None = None
         conf = dict(consumer_config)
         conf.setdefault("error_cb", self._on_error)
+        conf.setdefault("logger", logging.getLogger("librdkafka.consumer"))
+        # The Python client cannot report the negotiated protocol; the strategy we configure decides it.
+        self._is_cooperative = "cooperative" in str(conf.get("partition.assignment.strategy", ""))
         try:
             self.consumer = Consumer(conf)
         except KafkaException as exc:
@@ -76,7 +79,7 @@ class KafkaSource:
 
     # -- rebalance -----------------------------------------------------------------------------------------------
     def _cooperative(self) -> bool:
-        return self.consumer.rebalance_protocol() == "COOPERATIVE"
+        return self._is_cooperative
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.start_timestamp_ms is not None:

@@ -18,7 +18,7 @@ from stream.engine import Engine
 from stream.errors import StampflowError
 from stream.metrics import Metrics
 from stream.packet import Framing
-from stream.provenance import code_version
+from models.versioning import code_version
 from stream.schema_registry import SchemaResolver
 from stream.sinks import FileSink, KafkaSink, Sink
 from stream.sources import KafkaSource, Source
@@ -46,7 +46,8 @@ def build_decoder(settings: Settings) -> Decoder:
 
 def check_broker(bootstrap: str, common: dict, timeout_s: float = 10.0) -> None:
     """Fail fast with one line when the broker cannot be reached, instead of librdkafka retrying forever."""
-    conf = {"bootstrap.servers": bootstrap, **common}
+    # librdkafka's own connection-refused chatter would bury the one line we print.
+    conf = {"bootstrap.servers": bootstrap, **common, "log_level": 0}
     try:
         AdminClient(conf).list_topics(timeout=timeout_s)
     except KafkaException as exc:

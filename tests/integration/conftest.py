@@ -185,7 +185,8 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return {tp.partition: tp.offset for tp in got}
+        # An empty partition has nothing to commit (-1001, "invalid"); its end offset is 0.
+        return {tp.partition: max(tp.offset, 0) for tp in got}
     finally:
         c.close()
 
