@@ -108,5 +108,5 @@ class Classifier(abc.ABC):
         """Load weights from ``info.path`` without pickle (npz with allow_pickle=False, JSON, .keras safe mode)."""
 
     @abc.abstractmethod
-    def predict(self, batch: np.ndarray) -> BatchPrediction:
+    def predict_batch(self, batch: np.ndarray) -> BatchPrediction:
         """Predict a batch shaped (N, size, size, len(stamp_kinds)) float32, NaN already handled."""

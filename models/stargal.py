@@ -185,7 +185,7 @@ class GPPredictor:
         pair = self._train_dist[nn[:, :, None], nn[:, None, :]] if pairwise else None
         return nn, cross, pair
 
-    def predict(self, queries: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def posterior(self, queries: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean (n, K) and posterior variance (n,) for query features (n, D), in chunks."""
         n, r = len(queries), self.train_targets.shape[1]
         means = np.empty((n, r))
@@ -269,12 +269,12 @@ class StarGalaxyGP(Classifier):
             raise ValueError(f"stargal takes ({size}, {size}) stamps, got batch shape {batch.shape}")
         return features_from_images(batch, self.normalisation, self.mean, self.components)
 
-    def predict(self, batch: np.ndarray) -> BatchPrediction:
+    def predict_batch(self, batch: np.ndarray) -> BatchPrediction:
         n = len(batch)
         if n == 0:
             return BatchPrediction(labels=[], probabilities=np.zeros((0, len(self._classes)), np.float32),
                                    uncertainty=np.zeros(0, np.float32), classes=self._classes)
-        means, var = self.predictor.predict(self.features(batch))
+        means, var = self.predictor.posterior(self.features(batch))
         probs = probabilities_from_means(means)
         labels = [self._classes[i] for i in np.argmax(means, axis=1)]
         return BatchPrediction(labels=labels, probabilities=probs.astype(np.float32),

@@ -1,4 +1,4 @@
-"""Code version stamped on every result and artifact: package version plus the git commit when known."""
+"""Code version stamped on every result and model artifact: package version plus the git commit when known."""
 from __future__ import annotations
 
 import functools

@@ -162,7 +162,7 @@ class Engine:
     def _predict(self, clf: Classifier, packets: list[Packet], arrays: np.ndarray, failed: dict[int, DeadLetter]):
         t0 = time.perf_counter()
         try:
-            pred = clf.predict(arrays)
+            pred = clf.predict_batch(arrays)
             self.metrics.inference.labels(clf.name).observe(time.perf_counter() - t0)
             return [(p, pred, i) for i, p in enumerate(packets)]
         except Exception as exc:

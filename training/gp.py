@@ -126,8 +126,8 @@ class GPClassifier:
             raise RuntimeError("GPClassifier is not fitted")
         return muygps_hyperparameters(self.muygps)
 
-    def predict(self, test_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def posterior(self, test_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean per class (N, K) of the +/-1 targets and posterior variance (N,)."""
         if self.predictor is None:
             raise RuntimeError("GPClassifier is not fitted")
-        return self.predictor.predict(np.asarray(test_features, dtype=np.float64))
+        return self.predictor.posterior(np.asarray(test_features, dtype=np.float64))

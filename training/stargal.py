@@ -11,7 +11,7 @@ Training (`train`):
    the whole training part and scored on the hold-out part, for the table only (not for choosing);
 4. final fit of the chosen variant on the whole training part, now also optimising the Matern smoothness nu;
 5. the saved artifact is reloaded through the serving class and scored on the hold-out part through the same
-   path the engine uses (`prepare_batch` -> `StarGalaxyGP.predict`): accuracy with a 95% Wilson interval,
+   path the engine uses (`prepare_batch` -> `StarGalaxyGP.predict_batch`): accuracy with a 95% Wilson interval,
    confusion matrix, per-class precision/recall;
 6. ``<out_root>/stargal/<version>/`` gets ``weights.npz`` (plain arrays), ``metadata.json`` and PNG plots.
 
@@ -161,7 +161,7 @@ def packets_from_images(images: np.ndarray, names: Sequence[str]) -> list[Packet
 
 def predict_images(model: StarGalaxyGP, images: np.ndarray, names: Sequence[str], batch_size: int = 256,
                    progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class indices (N,), probabilities (N, K) and uncertainty (N,) via prepare_batch + model.predict."""
+    """Class indices (N,), probabilities (N, K) and uncertainty (N,) via prepare_batch + model.predict_batch."""
     from tqdm.auto import tqdm
 
     k = len(model.classes)
@@ -174,7 +174,7 @@ def predict_images(model: StarGalaxyGP, images: np.ndarray, names: Sequence[str]
         bad = [e for e in errors if e is not None]
         if bad:
             raise StampflowError(f"cannot prepare cutout {packets[errors.index(bad[0])].object_id}: {bad[0]}")
-        pred = model.predict(batch)
+        pred = model.predict_batch(batch)
         out_idx.append(np.array([model.classes.index(lbl) for lbl in pred.labels], dtype=int))
         out_p.append(pred.probabilities)
         out_u.append(pred.uncertainty)
@@ -283,7 +283,7 @@ def train(data_dir: str | Path, out_root: str | Path | None = None, seed: int = 
             fit_rows, val_rows = train_idx[fold_of != f], train_idx[fold_of == f]
             mean, comps = _feature_transform(flat[fit_rows], dims)
             gp = make_gp(False).fit(_apply(flat[fit_rows], mean, comps), onehot[fit_rows])
-            means, _ = gp.predict(_apply(flat[val_rows], mean, comps))
+            means, _ = gp.posterior(_apply(flat[val_rows], mean, comps))
             correct_per_fold.append((int((np.argmax(means, 1) == y[val_rows]).sum()), len(val_rows)))
             fold_times.append(gp.fit_seconds)
             bar.update(1)
@@ -292,7 +292,7 @@ def train(data_dir: str | Path, out_root: str | Path | None = None, seed: int = 
         t0 = time.perf_counter()
         mean, comps = _feature_transform(flat[train_idx], dims)
         gp = make_gp(False).fit(_apply(flat[train_idx], mean, comps), onehot[train_idx])
-        means, _ = gp.predict(_apply(flat[hold_idx], mean, comps))
+        means, _ = gp.posterior(_apply(flat[hold_idx], mean, comps))
         full_seconds = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()

@@ -46,7 +46,7 @@ class PickyModel(Classifier):
     def load(cls, info):
         return cls()
 
-    def predict(self, batch: np.ndarray) -> BatchPrediction:
+    def predict_batch(self, batch: np.ndarray) -> BatchPrediction:
         self.calls.append(len(batch))
         sums = batch.reshape(len(batch), -1).sum(axis=1)
         if self.poison_sum is not None and np.any(np.isclose(sums, self.poison_sum)):

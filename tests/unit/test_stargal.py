@@ -92,7 +92,7 @@ def test_model_contract(model):
 def test_predicts_real_unseen_cutouts_well(model, unseen):
     images, labels = unseen
     assert 200 <= len(images) <= 260
-    pred = model.predict(images[..., None])
+    pred = model.predict_batch(images[..., None])
     acc = np.mean(np.array(pred.labels) == labels)
     assert acc > 0.93, acc
     p = pred.probabilities
@@ -111,33 +111,33 @@ def test_training_points_have_lower_variance_than_unseen(model, real, unseen):
     images, *_ = real
     train_feats = model.predictor.train_features
     # Training stamps sit on a training point: posterior variance ~ noise; unseen ones are further away.
-    own = model.predictor.predict(train_feats[:100].astype(np.float64))[1]
-    other = model.predict(unseen[0][:100, ..., None]).uncertainty
+    own = model.predictor.posterior(train_feats[:100].astype(np.float64))[1]
+    other = model.predict_batch(unseen[0][:100, ..., None]).uncertainty
     assert np.median(own) < np.median(other)
 
 
 def test_empty_single_and_chunked_batches(model, unseen):
     images = unseen[0][..., None]
-    empty = model.predict(np.zeros((0, 20, 20, 1), np.float32))
+    empty = model.predict_batch(np.zeros((0, 20, 20, 1), np.float32))
     assert empty.labels == [] and empty.probabilities.shape == (0, 2) and empty.uncertainty.shape == (0,)
-    full = model.predict(images[:50])
-    one = model.predict(images[7:8])
+    full = model.predict_batch(images[:50])
+    one = model.predict_batch(images[7:8])
     assert one.labels == [full.labels[7]]
     np.testing.assert_allclose(one.probabilities[0], full.probabilities[7], atol=1e-6)
     old = model.predictor.chunk
     try:
         model.predictor.chunk = 8
-        chunked = model.predict(images[:50])
+        chunked = model.predict_batch(images[:50])
     finally:
         model.predictor.chunk = old
     np.testing.assert_allclose(chunked.probabilities, full.probabilities, atol=1e-6)
     np.testing.assert_allclose(chunked.uncertainty, full.uncertainty, rtol=1e-6)
     # 3-D input (no channel axis) is accepted; wrong geometry is not.
-    np.testing.assert_allclose(model.predict(images[:5, ..., 0]).probabilities, full.probabilities[:5], atol=1e-6)
+    np.testing.assert_allclose(model.predict_batch(images[:5, ..., 0]).probabilities, full.probabilities[:5], atol=1e-6)
     with pytest.raises(ValueError):
-        model.predict(np.zeros((2, 21, 21, 1), np.float32))
+        model.predict_batch(np.zeros((2, 21, 21, 1), np.float32))
     with pytest.raises(ValueError):
-        model.predict(np.zeros((2, 20, 20, 2), np.float32))
+        model.predict_batch(np.zeros((2, 20, 20, 2), np.float32))
 
 
 def test_load_reads_only_plain_arrays(tmp_path):
@@ -173,12 +173,12 @@ def test_gram_tensors_and_posterior_match_muygpys():
     kin, kcross = muygps.kernel(m_pair), muygps.kernel(m_cross)
     mean_ref = muygps.posterior_mean(kin, kcross, m_targets)
     var_ref = muygps.posterior_variance(kin, kcross)
-    mean, var = pred.predict(q)
+    mean, var = pred.posterior(q)
     np.testing.assert_allclose(mean, mean_ref, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(var, np.maximum(var_ref, 0), rtol=1e-7, atol=1e-12)
     # Same answer without the precomputed training kernel.
     pred._train_kernel = None
-    np.testing.assert_allclose(pred.predict(q)[0], mean_ref, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(pred.posterior(q)[0], mean_ref, rtol=1e-7, atol=1e-9)
     # Leave-one-out exclusion never returns the excluded index.
     nn_loo, _, _ = pred.neighbourhoods(x[:5], exclude=np.arange(5))
     assert all(i not in row for i, row in enumerate(nn_loo))
@@ -199,7 +199,7 @@ def test_gp_classifier_fit_predict_separable():
     gp = GPClassifier(nn_count=15, batch_count=60, optimizer="lbfgsb", optimise_smoothness=False).fit(x, onehot)
     hp = gp.hyperparameters
     assert hp["length_scale"] > 0 and hp["noise"] > 0 and hp["scale"] > 0
-    mean, var = gp.predict(np.array([[0.0, 0.0, 0.0], [4.0, 4.0, 4.0]]))
+    mean, var = gp.posterior(np.array([[0.0, 0.0, 0.0], [4.0, 4.0, 4.0]]))
     assert np.argmax(mean[0]) == 0 and np.argmax(mean[1]) == 1
     assert np.all(var >= 0)
 
@@ -241,7 +241,7 @@ def test_tiny_train_produces_loadable_artifact(tmp_path, small_dir):
     clf = Registry([out]).load("stargal")
     assert isinstance(clf, StarGalaxyGP) and clf.version == "1.0.0"
     images, *_ = load_stargal_dir(small_dir)
-    assert len(clf.predict(images[:4, ..., None]).labels) == 4
+    assert len(clf.predict_batch(images[:4, ..., None]).labels) == 4
     # Same version again is refused; no version -> next one.
     with pytest.raises(StampflowError, match="already exists"):
         train(small_dir, out_root=out, version="1.0.0", progress=False, verbose=False)
