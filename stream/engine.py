@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -89,12 +90,14 @@ class Engine:
         deadline: float | None = None
         while len(batch) < self.max_batch and not self.stop_event.is_set():
             if deadline is None:
-                timeout = 0.25  # idle: wake up regularly to notice a stop request
+                # Idle: ask for one message so the wait ends the moment anything arrives (a consume for N
+                # messages would sit out its whole timeout), and wake up regularly to notice a stop request.
+                want, timeout = 1, 0.25
             else:
-                timeout = deadline - time.monotonic()
+                want, timeout = self.max_batch - len(batch), deadline - time.monotonic()
                 if timeout <= 0:
                     break
-            got = self.source.poll(self.max_batch - len(batch), timeout)
+            got = self.source.poll(want, timeout)
             self.metrics.last_poll.set_to_current_time()
             if got:
                 if deadline is None:
@@ -110,9 +113,9 @@ class Engine:
     def process(self, items: list[Item]) -> BatchOutcome:
         dead: list[DeadLetter] = []
         packets: list[Packet] = []
+        for topic, n in Counter(_topic_label(it) for it in items).items():
+            self.metrics.consumed.labels(topic).inc(n)
         for item in items:
-            topic = _topic_label(item)
-            self.metrics.consumed.labels(topic).inc()
             if isinstance(item, DeadLetter):
                 dead.append(item)
                 continue
@@ -125,9 +128,10 @@ class Engine:
                 log.exception("unexpected decode failure at %s", item.origin.describe())
                 dead.append(DeadLetter.from_exception(item.value, item.origin, exc, stage="decode"))
                 continue
-            self.metrics.decoded.labels(topic).inc()
             packets.append(packet)
 
+        for topic, n in Counter(p.origin.topic or "file" for p in packets).items():
+            self.metrics.decoded.labels(topic).inc(n)
         predictions: dict[int, list[tuple[Classifier, BatchPrediction, int]]] = {id(p): [] for p in packets}
         failed: dict[int, DeadLetter] = {}
         for clf in self.classifiers:
@@ -217,23 +221,31 @@ class Engine:
         now = time.time()
         m = self.metrics
         m.batch_size.observe(len(items))
-        by_candid = {r["candid"]: r for r in outcome.results}
-        for p in outcome.packets:
+        # Aggregate per label first: one counter update per batch and label, not per packet.
+        published: Counter[str] = Counter()
+        unrouted: Counter[str] = Counter()
+        classified: Counter[tuple[str, str]] = Counter()
+        ingest_latency = m.latency.labels("ingest")
+        alert_latency = m.latency.labels("alert")
+        for p, r in zip(outcome.packets, outcome.results):
             topic = p.origin.topic or "file"
-            r = by_candid.get(int(p.candid))
-            if r is None:
-                continue
-            m.published.labels(topic).inc()
+            published[topic] += 1
             if not r["predictions"]:
-                m.unrouted.labels(topic).inc()
-                self.stats.unrouted += 1
+                unrouted[topic] += 1
             for pred in r["predictions"]:
-                m.classified.labels(topic, pred["model"]).inc()
+                classified[(topic, pred["model"])] += 1
                 counts = self.stats.label_counts.setdefault(pred["model"], {})
                 counts[pred["label"]] = counts.get(pred["label"], 0) + 1
-            m.latency.labels("ingest").observe(max(0.0, now - p.ingest_time))
+            ingest_latency.observe(max(0.0, now - p.ingest_time))
             if p.alert_time is not None:
-                m.latency.labels("alert").observe(max(0.0, now - p.alert_time))
+                alert_latency.observe(max(0.0, now - p.alert_time))
+        for topic, n in published.items():
+            m.published.labels(topic).inc(n)
+        for topic, n in unrouted.items():
+            m.unrouted.labels(topic).inc(n)
+            self.stats.unrouted += n
+        for (topic, model), n in classified.items():
+            m.classified.labels(topic, model).inc(n)
         for dl in outcome.dead_letters:
             m.dead_lettered.labels(dl.origin.topic or "file", dl.stage).inc()
             log.warning("dead-lettered %s at stage %s: %s", dl.origin.describe(), dl.stage, dl.error)
