@@ -7,7 +7,8 @@ Training (`train`):
 3. model selection on the training part by stratified k-fold CV (default 5): for every normalisation
    (raw, minmax, l2, zscore, asinh) x feature setting (all 400 pixels, PCA to a few dims) fit a MuyGPs
    classifier per fold (MuyGPyS Bayesian optimisation of length scale and noise on the LOO objective) and
-   score the held-out fold; best pooled CV accuracy wins (ties: fewer dims). Each variant is also refitted on
+   score the held-out fold; among variants within one standard error of the best pooled CV accuracy, the
+   most sky/gain-invariant normalisation wins, then fewer dims. Each variant is also refitted on
    the whole training part and scored on the hold-out part, for the table only (not for choosing);
 4. final fit of the chosen variant on the whole training part, now also optimising the Matern smoothness nu;
 5. the saved artifact is reloaded through the serving class and scored on the hold-out part through the same
@@ -44,6 +45,9 @@ from stream.packet import Origin, Packet, Stamp, StampEncoding, StampImage, Stam
 from training.gp import GPClassifier
 
 NAME = "stargal"
+# Normalisations ordered by invariance to an additive sky level and a gain: z-score and asinh (median/MAD)
+# remove both, min-max too but is outlier-driven, l2 only removes gain, raw neither.
+INVARIANCE_PREFERENCE = ("zscore", "asinh", "minmax", "l2", "raw")
 FAMILY = "stargal"
 DEFAULT_VERSION = "1.0.0"
 
@@ -311,8 +315,15 @@ def train(data_dir: str | Path, out_root: str | Path | None = None, seed: int = 
             "hyperparameters": gp.hyperparameters,
         })
     bar.close()
-    best = max(table, key=lambda r: (round(r["val_accuracy"], 10), -r["dims"], -normalisations.index(
-        r["normalisation"])))
+    # One-standard-error rule: among variants whose CV accuracy is within one standard error of the best,
+    # prefer normalisations invariant to sky level and gain, then fewer dims. Alert science stamps have a
+    # different sky (median ~150 counts vs ~270 in the training cutouts) and band, and an offset-sensitive
+    # normalisation puts them far outside the training distribution (posterior variance 10.6 vs 0.16 median).
+    top = max(table, key=lambda r: r["val_accuracy"])
+    se = top["val_accuracy_std"] / np.sqrt(folds)
+    near = [r for r in table if r["val_accuracy"] >= top["val_accuracy"] - se - 1e-12]
+    best = min(near, key=lambda r: (INVARIANCE_PREFERENCE.index(r["normalisation"]), r["dims"],
+                                    -r["val_accuracy"]))
     best["chosen"] = True
     say(format_table(table))
 
@@ -378,7 +389,9 @@ def train(data_dir: str | Path, out_root: str | Path | None = None, seed: int = 
                              "holdout_per_class": {c: int((y[hold_idx] == i).sum())
                                                    for i, c in enumerate(CLASSES)}}},
         "selection": {"criterion": f"pooled {folds}-fold CV accuracy on the training part (Matern nu=0.5 "
-                                   "during selection); ties -> fewer dims",
+                                   "during selection); among variants within one standard error of the best: "
+                                   f"normalisation order {list(INVARIANCE_PREFERENCE)} (sky/gain invariant "
+                                   "first), then fewer dims",
                       "table": table},
     }
 
