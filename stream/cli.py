@@ -14,7 +14,6 @@ from stream.errors import ConfigError, StampflowError
 log = logging.getLogger("stampflow")
 
 EXIT_USER_ERROR = 2
-EXIT_RUNTIME_ERROR = 1
 
 
 def _settings(args: argparse.Namespace, **overrides: Any):
@@ -225,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except StampflowError as exc:
         print(f"stampflow: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR if not exc.__class__.__name__.endswith("Exceeded") else EXIT_RUNTIME_ERROR
+        return exc.exit_code
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         print(f"stampflow: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         return EXIT_USER_ERROR

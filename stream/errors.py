@@ -3,7 +3,12 @@ from __future__ import annotations
 
 
 class StampflowError(Exception):
-    """A user-facing error: the CLI prints ``str(err)`` on one line and exits non-zero, no traceback."""
+    """A user-facing error: the CLI prints ``str(err)`` on one line and exits with ``exit_code``, no traceback.
+
+    2 means the user can fix it (path, config, broker address); 1 means the run failed after it started.
+    """
+
+    exit_code = 2
 
 
 class ConfigError(StampflowError):
@@ -40,3 +45,5 @@ class CutoutError(PacketError):
 
 class ErrorBudgetExceeded(StampflowError):
     """Too many consecutive packet failures: something systemic is wrong, so stop instead of dead-lettering everything."""
+
+    exit_code = 1

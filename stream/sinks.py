@@ -28,6 +28,8 @@ DEAD_LETTER_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema
 class PublishError(StampflowError):
     """The sink could not confirm every result of a batch: offsets must not be committed."""
 
+    exit_code = 1
+
 
 def dead_letter_record(dl: DeadLetter, code_version: str) -> dict[str, Any]:
     return {"schema_version": "1", "value": dl.value, "stage": dl.stage, "error": dl.error,
