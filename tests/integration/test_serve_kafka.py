@@ -167,3 +167,25 @@ def test_unreachable_broker_is_one_clear_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("stampflow: cannot reach Kafka at 127.0.0.1:")
     assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_mid_stream_commits_exactly_what_was_published(kafka_bootstrap, topics, start_worker, data_dir):
+    sent = replay(kafka_bootstrap, topics["input"], [data_dir / "ztf_alerts/fink-client"], "--repeat", "6")
+    n = sent["messages"]
+    worker = start_worker(STAMPFLOW_BATCH__MAX_SIZE="16", STAMPFLOW_BATCH__MAX_WAIT_MS="20")
+    worker.wait_metrics()
+    deadline = time.time() + 120
+    while time.time() < deadline and metric_value(worker.metrics(), "stampflow_results_published_total") < n // 4:
+        time.sleep(0.02)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.log()
+    assert "finishing the batch in flight" in worker.log()
+    results = decode_results(read_topic(kafka_bootstrap, topics["results"], timeout=30, idle=2))
+    t = topics["input"]
+    committed = committed_offsets(kafka_bootstrap, f"it-{t}", t)
+    assert 0 < len(results) < n, "SIGTERM should land mid-stream"
+    # Every committed offset has its result, and no result lies beyond what was committed.
+    done = {(r["source"]["partition"], r["source"]["offset"]) for r in results}
+    assert len(done) == len(results)
+    expected = {(p, o) for p, end in committed.items() for o in range(end)}
+    assert done == expected
