@@ -47,3 +47,13 @@ class ErrorBudgetExceeded(StampflowError):
     """Too many consecutive packet failures: something systemic is wrong, so stop instead of dead-lettering everything."""
 
     exit_code = 1
+
+
+class TransientError(StampflowError):
+    """A dependency is unavailable (schema registry down, timeouts): not the packet's fault.
+
+    It must not dead-letter the packet; the batch is left uncommitted and the worker stops with one line,
+    so a restart (or the orchestrator's backoff) retries the same messages once the dependency is back.
+    """
+
+    exit_code = 1
