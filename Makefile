@@ -32,10 +32,10 @@ demo: install
 
 ## make test: the whole suite, unit and integration, against a real Kafka broker started and stopped here.
 test: dev
-	@bash deploy/kafka/kafka.sh start $(KAFKA_RUN) >/dev/null
-	@set +e; TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN)/bootstrap) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
-	bash deploy/kafka/kafka.sh stop $(KAFKA_RUN) >/dev/null; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; exit 1; fi; exit $$rc
+	@bash -c 'bash deploy/kafka/kafka.sh start $(KAFKA_RUN) >/dev/null || exit 1; \
+	trap "bash deploy/kafka/kafka.sh stop $(KAFKA_RUN) >/dev/null" EXIT; \
+	TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN)/bootstrap) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; exit 1; fi; exit $$rc'
 
 test-unit: dev
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from stream.errors import ConfigError, StampflowError
 
 log = logging.getLogger("stampflow")
@@ -225,9 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     except StampflowError as exc:
         print(f"stampflow: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        print(f"stampflow: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"stampflow: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KafkaException as exc:
+        print(f"stampflow: Kafka error: {exc.args[0].str() if exc.args else exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("stampflow: interrupted", file=sys.stderr)
         return 130

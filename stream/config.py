@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError,
+                               YamlConfigSettingsSource)
 
 from stream.errors import ConfigError
 
@@ -23,7 +24,8 @@ LibrdkafkaValue = str | int | float | bool
 # The YAML file for the settings being built; module-level because pydantic treats underscored class
 # attributes as private model attributes.
 _yaml_file: Optional[Path] = None
-SECRET_KEY = re.compile(r"(password|secret|user\.info|token|credential|sasl\.jaas)", re.IGNORECASE)
+SECRET_KEY = re.compile(r"(password|secret|user\.info|token|credential|sasl\.jaas|\.pem$|oauthbearer\.config)",
+                        re.IGNORECASE)
 MASK = "********"
 
 
@@ -165,7 +167,9 @@ class Settings(BaseSettings):
             "delivery.timeout.ms": int(k.delivery_timeout_s * 1000),
         }
         if k.exactly_once:
-            conf["transactional.id"] = k.transactional_id or f"{k.group_id}-{os.uname().nodename}"
+            # Offsets travel with the consumer group's metadata (KIP-447), so the id need not be stable across
+            # restarts; it must only be unique per live worker, or two replicas fence each other.
+            conf["transactional.id"] = k.transactional_id or f"{k.group_id}-{os.uname().nodename}-{os.getpid()}"
         conf.update(k.common)
         conf.update(k.producer)
         return conf
@@ -220,6 +224,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
+    except SettingsError as exc:  # e.g. a list/dict env var that is not valid JSON
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"invalid configuration: {exc} ({cause.__class__.__name__}: {cause})".splitlines()[0]
+                          + "; list and mapping values in the environment are JSON, e.g. "
+                          "STAMPFLOW_KAFKA__INPUT_TOPICS='[\"a\", \"b\"]'") from None
     finally:
         _yaml_file = None
         if hidden is not None:

@@ -18,7 +18,7 @@ import numpy as np
 from models.base import BatchPrediction, Classifier
 from models.preprocess import prepare_batch
 from stream.decode import Decoder
-from stream.errors import ErrorBudgetExceeded, PacketError
+from stream.errors import ErrorBudgetExceeded, PacketError, TransientError
 from stream.metrics import Metrics
 from stream.packet import DeadLetter, Packet, RawMessage
 from stream.sinks import KafkaSink, Sink
@@ -52,6 +52,20 @@ class BatchOutcome:
     results: list[dict[str, Any]]
     dead_letters: list[DeadLetter]
     packets: list[Packet]
+    failed_in_order: list[bool] = field(default_factory=list)  # per input item, in consumption order
+
+
+def _stamp_flags(p: Packet, kinds) -> None:
+    """Surface stamp quality on the result: edge-of-CCD padding, and NaN pixels in the data itself."""
+    for kind in kinds:
+        img = p.stamps[kind].image()
+        h, w = img.original_shape
+        size = img.data.shape[0] * img.data.shape[1]
+        if img.padded and "padded_stamp" not in p.flags:
+            p.flags.append("padded_stamp")
+        own_nans = img.nan_fraction * size - (size - h * w if img.padded else 0)
+        if own_nans > 0.5 and "nan_pixels" not in p.flags:
+            p.flags.append("nan_pixels")
 
 
 def _topic_label(item: Item) -> str:
@@ -94,33 +108,39 @@ class Engine:
                 # messages would sit out its whole timeout), and wake up regularly to notice a stop request.
                 want, timeout = 1, 0.25
             else:
-                want, timeout = self.max_batch - len(batch), deadline - time.monotonic()
-                if timeout <= 0:
-                    break
+                # Once the deadline has passed, one last non-blocking poll takes what is already fetched, so a
+                # max_wait of 0 still batches a backlog instead of handling it one message at a time.
+                want, timeout = self.max_batch - len(batch), max(0.0, deadline - time.monotonic())
             got = self.source.poll(want, timeout)
             self.metrics.last_poll.set_to_current_time()
             if got:
-                if deadline is None:
-                    deadline = time.monotonic() + self.max_wait_s
                 batch.extend(got)
             if self.source.exhausted:
                 break
-            if not got and deadline is None:
-                self._maybe_update_lag()
+            if deadline is None:
+                if got:
+                    deadline = time.monotonic() + self.max_wait_s
+                else:
+                    self._maybe_update_lag()
+            elif timeout == 0.0:
+                break
         return batch
 
     # -- processing ------------------------------------------------------------------------------------------------
     def process(self, items: list[Item]) -> BatchOutcome:
         dead: list[DeadLetter] = []
         packets: list[Packet] = []
+        item_of: dict[int, int] = {}  # id(packet) -> index of its input item, for the error budget's order
         for topic, n in Counter(_topic_label(it) for it in items).items():
             self.metrics.consumed.labels(topic).inc(n)
-        for item in items:
+        for index, item in enumerate(items):
             if isinstance(item, DeadLetter):
                 dead.append(item)
                 continue
             try:
                 packet = self.decoder.decode(item)
+            except TransientError:
+                raise  # not the packet's fault: leave the batch uncommitted and stop
             except PacketError as exc:
                 dead.append(DeadLetter.from_exception(item.value, item.origin, exc))
                 continue
@@ -129,6 +149,7 @@ class Engine:
                 dead.append(DeadLetter.from_exception(item.value, item.origin, exc, stage="decode"))
                 continue
             packets.append(packet)
+            item_of[id(packet)] = index
 
         for topic, n in Counter(p.origin.topic or "file" for p in packets).items():
             self.metrics.decoded.labels(topic).inc(n)
@@ -151,6 +172,8 @@ class Engine:
                 arrays = arrays[keep]
             if not good:
                 continue
+            for p in good:
+                _stamp_flags(p, clf.input_spec.stamp_kinds)
             for p, pred, row in self._predict(clf, good, arrays, failed):
                 predictions[id(p)].append((clf, pred, row))
 
@@ -161,12 +184,19 @@ class Engine:
                 dead.append(failed[id(p)])
                 continue
             results.append(self._result(p, predictions[id(p)], now))
-        return BatchOutcome(results=results, dead_letters=dead, packets=[p for p in packets if id(p) not in failed])
+        order = [True] * len(items)
+        for p in packets:
+            if id(p) not in failed:
+                order[item_of[id(p)]] = False
+        return BatchOutcome(results=results, dead_letters=dead, packets=[p for p in packets if id(p) not in failed],
+                            failed_in_order=order)
 
     def _predict(self, clf: Classifier, packets: list[Packet], arrays: np.ndarray, failed: dict[int, DeadLetter]):
         t0 = time.perf_counter()
         try:
             pred = clf.predict_batch(arrays)
+            if len(pred.labels) != len(packets):
+                raise ValueError(f"model {clf.name} returned {len(pred.labels)} predictions for {len(packets)} inputs")
             self.metrics.inference.labels(clf.name).observe(time.perf_counter() - t0)
             return [(p, pred, i) for i, p in enumerate(packets)]
         except Exception as exc:
@@ -256,12 +286,13 @@ class Engine:
         self.stats.dead_letters += len(outcome.dead_letters)
         self.stats.batches += 1
         # Error budget: a run of failures with no success in between means something systemic.
-        if outcome.results:
-            self.consecutive_failures = 0
-        else:
-            self.consecutive_failures += len(outcome.dead_letters)
+        worst = 0
+        for failed in outcome.failed_in_order:
+            self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
+            worst = max(worst, self.consecutive_failures)
         m.consecutive_failures.set(self.consecutive_failures)
-        if self.consecutive_failures >= self.max_consecutive_failures:
+        if worst >= self.max_consecutive_failures:
+            self.consecutive_failures = worst
             raise ErrorBudgetExceeded(
                 f"stopping: {self.consecutive_failures} consecutive packets failed (error budget "
                 f"{self.max_consecutive_failures}); last error: {outcome.dead_letters[-1].error if outcome.dead_letters else '?'}. "

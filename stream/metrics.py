@@ -43,7 +43,7 @@ class Metrics:
                                     registry=r)
         self.inference = Histogram("stampflow_inference_seconds", "Seconds per model call on one batch.", ["model"],
                                    buckets=INFERENCE_BUCKETS, registry=r)
-        self.lag = Gauge("stampflow_consumer_lag", "High watermark minus committed position, per partition.",
+        self.lag = Gauge("stampflow_consumer_lag", "High watermark minus the consumer position (next offset to process), per partition.",
                          ["topic", "partition"], registry=r)
         self.model_info = Gauge("stampflow_model_info", "Loaded models (value 1).", ["model", "version", "family"],
                                 registry=r)

@@ -60,7 +60,12 @@ class KafkaSink:
         conf = dict(producer_config)
         conf.setdefault("error_cb", self._on_error)
         conf.setdefault("logger", logging.getLogger("librdkafka.producer"))
-        self.producer = Producer(conf)
+        try:
+            self.producer = Producer(conf)
+        except KafkaException as exc:
+            raise StampflowError(f"invalid Kafka producer configuration: {exc.args[0].str()}") from None
+        self.max_message_bytes = int(conf.get("message.max.bytes", 1_000_000))
+        self._failed = False
         if transactional:
             try:
                 self.producer.init_transactions(delivery_timeout_s)
@@ -94,6 +99,10 @@ class KafkaSink:
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self.producer.poll(0.1)
+            except KafkaException as exc:
+                self._failed = True
+                raise PublishError(f"could not produce to {topic}: {exc.args[0].str()}; offsets were not "
+                                   f"committed") from None
 
     def write_results(self, results: list[dict[str, Any]]) -> None:
         self.begin()
@@ -104,40 +113,67 @@ class KafkaSink:
     def write_dead_letters(self, letters: list[DeadLetter]) -> None:
         self.begin()
         for dl in letters:
-            value = encode_schemaless(dead_letter_record(dl, self.code_version), "dead_letter")
+            value = encode_schemaless(dead_letter_record(self._fit(dl), self.code_version), "dead_letter")
             self._produce(self.dead_letter_topic, value, dl.origin.describe().encode(), DEAD_LETTER_HEADERS)
         self.producer.poll(0)
+
+    def _fit(self, dl: DeadLetter) -> DeadLetter:
+        """A packet larger than the broker takes cannot be kept whole on the dead-letter topic; keep its head,
+        and its length and sha256 in the error, rather than crash-looping on it."""
+        room = self.max_message_bytes - 4096 - len(dl.error) - 512
+        if len(dl.value) <= room:
+            return dl
+        digest = hashlib.sha256(dl.value).hexdigest()
+        note = (f" [value truncated for the dead-letter topic: original {len(dl.value)} bytes, sha256 {digest}, "
+                f"first {room} bytes kept]")
+        return DeadLetter(value=dl.value[:room], origin=dl.origin, stage=dl.stage, error=dl.error + note,
+                          error_type=dl.error_type, time=dl.time, candid=dl.candid)
 
     def flush(self) -> None:
         remaining = self.producer.flush(self.delivery_timeout_s)
         with self._lock:
             errors, self._errors = self._errors, []
         if remaining or errors:
+            self._failed = True
             detail = "; ".join(errors[:3]) or f"{remaining} messages still queued"
             raise PublishError(f"the broker did not acknowledge every result within {self.delivery_timeout_s:g}s "
                                f"({detail}); offsets were not committed")
 
-    def commit_transaction(self, offsets: list, group_metadata: Any) -> None:
+    def commit_transaction(self, offsets: list, group_metadata: Any, attempts: int = 3) -> None:
         """Exactly-once: results, dead letters and the consumed offsets become visible together."""
         self.begin()
+        for attempt in range(1, attempts + 1):
+            try:
+                self.producer.send_offsets_to_transaction(offsets, group_metadata, self.delivery_timeout_s)
+                self.producer.commit_transaction(self.delivery_timeout_s)
+                self._in_txn = False
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and attempt < attempts:
+                    log.warning("transaction commit: %s; retrying (%d/%d)", err.str(), attempt, attempts)
+                    continue
+                self._failed = True
+                if err.txn_requires_abort():
+                    self._abort()
+                    raise PublishError(f"transaction aborted ({err.str()}): no result and no offset of this "
+                                       f"batch was committed") from None
+                raise PublishError(f"transaction failed ({err.str()}); its results stay invisible to "
+                                   f"read_committed consumers and its offsets were not committed") from None
+
+    def _abort(self) -> None:
         try:
-            self.producer.send_offsets_to_transaction(offsets, group_metadata, self.delivery_timeout_s)
-            self.producer.commit_transaction(self.delivery_timeout_s)
+            self.producer.abort_transaction(min(self.delivery_timeout_s, 10.0))
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                self.producer.abort_transaction(self.delivery_timeout_s)
-            self._in_txn = False
-            raise PublishError(f"transaction failed and was aborted: {err.str()}; nothing was committed") from None
+            log.warning("abort_transaction failed: %s", exc.args[0].str())
         self._in_txn = False
 
     def close(self) -> None:
+        # After a failed delivery nothing more will be acknowledged soon; do not hold shutdown for minutes.
+        timeout = 5.0 if self._failed else self.delivery_timeout_s
         if self._in_txn:
-            try:
-                self.producer.abort_transaction(self.delivery_timeout_s)
-            except KafkaException as exc:
-                log.warning("abort on close failed: %s", exc)
-        self.producer.flush(self.delivery_timeout_s)
+            self._abort()
+        self.producer.flush(timeout)
 
 
 class FileSink:
@@ -151,14 +187,22 @@ class FileSink:
         self.code_version = code_version
         self.results_written = 0
         self.dead_letters_written = 0
-        self.results_path.parent.mkdir(parents=True, exist_ok=True)
-        self._results = open(self.results_path, "wb")
+        try:
+            self.results_path.parent.mkdir(parents=True, exist_ok=True)
+            self._results = open(self.results_path, "wb")
+            if self.dead_letter_dir.exists() and not self.dead_letter_dir.is_dir():
+                raise StampflowError(f"dead-letter directory {self.dead_letter_dir} exists and is not a directory")
+        except OSError as exc:
+            raise StampflowError(f"cannot write results to {self.results_path}: {exc.strerror}") from None
         self._avro_buffer: list[dict[str, Any]] = []
         self._dl_avro = None
         self._dl_index = None
         self._dl_buffer: list[dict[str, Any]] = []
         self._results_writer: Writer | None = None
         self._dl_writer: Writer | None = None
+        if fmt == "avro":  # a run with no results still leaves a valid, empty container
+            self._results_writer = Writer(self._results, load_schema("classification"), codec="deflate")
+            self._results_writer.flush()
 
     def write_results(self, results: list[dict[str, Any]]) -> None:
         if self.fmt == "jsonl":

@@ -83,6 +83,13 @@ class KafkaSource:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.start_timestamp_ms is not None:
+            # Only partitions the group has never committed start from the timestamp: a restarted worker
+            # resumes from its commits, so leaving the setting in place cannot replay a night twice.
+            fresh = [p for p in partitions if (p.topic, p.partition) not in self._seeked]
+            if fresh:
+                for c in consumer.committed([TopicPartition(p.topic, p.partition) for p in fresh], timeout=10):
+                    if c.offset >= 0:
+                        self._seeked.add((c.topic, c.partition))
             todo = [TopicPartition(p.topic, p.partition, self.start_timestamp_ms) for p in partitions
                     if (p.topic, p.partition) not in self._seeked]
             if todo:
@@ -131,7 +138,7 @@ class KafkaSource:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
-                if err.fatal():
+                if err.fatal() or err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
                     raise StampflowError(f"fatal Kafka consumer error: {err.str()}")
                 log.warning("kafka consumer: %s", err.str())
                 continue
@@ -188,7 +195,11 @@ class KafkaSource:
         committed = None
         for tp in positions:
             try:
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+                # The high watermark arrives with every fetch response; asking the broker per partition
+                # would stall the poll loop on a slow broker.
+                low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
             except KafkaException:
                 continue
             pos = tp.offset

@@ -44,15 +44,24 @@ def build_decoder(settings: Settings) -> Decoder:
     return Decoder(resolver=resolver, framing=Framing(s.framing))
 
 
-def check_broker(bootstrap: str, common: dict, timeout_s: float = 10.0) -> None:
-    """Fail fast with one line when the broker cannot be reached, instead of librdkafka retrying forever."""
+def check_broker(bootstrap: str, common: dict, timeout_s: float = 10.0, topics: Sequence[str] = ()) -> None:
+    """Fail fast with one line when the broker cannot be reached, instead of librdkafka retrying forever;
+    warn about input topics that do not exist yet (a worker may legitimately start before its producer)."""
     # librdkafka's own connection-refused chatter would bury the one line we print.
     conf = {"bootstrap.servers": bootstrap, **common, "log_level": 0}
     try:
-        AdminClient(conf).list_topics(timeout=timeout_s)
+        meta = AdminClient(conf).list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise StampflowError(f"cannot reach Kafka at {bootstrap} within {timeout_s:g}s "
                              f"({exc.args[0].str()})") from None
+    except ValueError as exc:  # librdkafka rejects a setting before connecting
+        raise StampflowError(f"invalid Kafka configuration: {exc}") from None
+    for topic in topics:
+        info = meta.topics.get(topic)
+        if info is None:
+            log.warning("input topic %s does not exist on %s yet; waiting for it", topic, bootstrap)
+        elif info.error is not None:
+            raise StampflowError(f"input topic {topic} on {bootstrap}: {info.error.str()}")
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -80,11 +89,15 @@ def build_engine(settings: Settings, source: Source, sink: Sink, classifiers: It
 def serve(settings: Settings) -> dict:
     """The Kafka worker: runs until SIGTERM/SIGINT, the error budget, or a fatal broker error."""
     k = settings.kafka
-    check_broker(k.bootstrap_servers, k.common)
+    check_broker(k.bootstrap_servers, k.common, topics=k.input_topics)
     classifiers = load_classifiers(settings)
     metrics = Metrics()
     if settings.metrics.enabled:
-        port = metrics.serve(settings.metrics.host, settings.metrics.port)
+        try:
+            port = metrics.serve(settings.metrics.host, settings.metrics.port)
+        except OSError as exc:
+            raise StampflowError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: "
+                                 f"{exc.strerror}") from None
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
     sink = KafkaSink(settings.producer_config(), k.result_topic, k.dead_letter_topic, code_version(),
                      k.delivery_timeout_s, transactional=k.exactly_once)

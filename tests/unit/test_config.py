@@ -80,3 +80,33 @@ def test_bad_config_is_one_line(tmp_path, capsys):
     assert err.startswith("stampflow: invalid configuration: batch.max_size") and "\n" not in err
     assert main(["--config", str(tmp_path / "missing.yaml"), "config", "show"]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_non_json_list_in_env_is_one_clear_line(monkeypatch, capsys):
+    monkeypatch.setenv("STAMPFLOW_KAFKA__INPUT_TOPICS", "a,b")
+    assert main(["config", "show"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "JSON" in err and "Traceback" not in err
+
+
+def test_private_keys_and_oauth_secrets_are_masked():
+    s = load_settings(kafka={"common": {"ssl.key.pem": "-----BEGIN PRIVATE KEY-----",
+                                        "sasl.oauthbearer.config": "clientSecret=abc", "ssl.ca.location": "/ca"}})
+    common = s.masked()["kafka"]["common"]
+    assert common["ssl.key.pem"] == "********" and common["sasl.oauthbearer.config"] == "********"
+    assert common["ssl.ca.location"] == "/ca"
+
+
+def test_metrics_port_in_use_is_one_line(monkeypatch, capsys):
+    import socket
+    from stream.worker import serve
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        s = load_settings(metrics={"port": port})
+        from stream import worker
+        monkeypatch.setattr(worker, "check_broker", lambda *a, **k: None)
+        from stream.errors import StampflowError
+        with pytest.raises(StampflowError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            serve(s)

@@ -190,3 +190,78 @@ def test_models_list(capsys):
     infos = json.loads(capsys.readouterr().out)
     sg = [i for i in infos if i["name"] == "stargal"]
     assert sg and sg[0]["trained_on"] == "real" and sg[0]["metrics"]
+
+
+def test_padded_and_nan_stamps_are_flagged_on_the_result(tmp_path, fixtures_dir):
+    # 522193343315015001 (Ampel, schema 1.8) is an edge-of-CCD alert: 63x55 stamps with NaN pixels.
+    item = next(m for m in FileSource([fixtures_dir / "alerts/522193343315015001.avro"]).iter_messages())
+    engine, _ = make_engine([item], tmp_path, [Registry().load("stargal")])
+    engine.run()
+    result = json.loads((tmp_path / "out.jsonl").read_text())
+    assert "padded_stamp" in result["flags"]
+    clean = [m for m in fixture_messages(fixtures_dir) if "522193343315015001" not in str(m.origin.file)]
+    engine, _ = make_engine(clean, tmp_path / "clean", [Registry().load("stargal")])
+    engine.run()
+    flags = [json.loads(x)["flags"] for x in (tmp_path / "clean/out.jsonl").read_text().splitlines()]
+    assert all("padded_stamp" not in f for f in flags)
+
+
+def test_zero_max_wait_still_batches_a_backlog(tmp_path, fixtures_dir):
+    items = fixture_messages(fixtures_dir) * 10
+    engine, _ = make_engine(items, tmp_path, [PickyModel()], max_batch=16)
+    engine.max_wait_s = 0.0
+    assert len(engine.next_batch()) == 16
+
+
+def test_error_budget_counts_failures_in_consumption_order(tmp_path, fixtures_dir):
+    good = fixture_messages(fixtures_dir)[0]
+    bad = [RawMessage(b"Obj\x01bad%d" % i, Origin(file=f"j{i}")) for i in range(5)]
+    # 5 failures, 1 success, 5 failures in one batch: never 6 in a row.
+    engine, _ = make_engine(bad + [good] + bad, tmp_path, [PickyModel()], max_batch=64, budget=6)
+    stats = engine.run()
+    assert stats.dead_letters == 10 and stats.results == 1
+    # 6 in a row inside one batch trips it, even though the batch also holds a success.
+    engine, _ = make_engine([good] + bad + bad[:1], tmp_path / "b", [PickyModel()], max_batch=64, budget=6)
+    with pytest.raises(ErrorBudgetExceeded):
+        engine.run()
+
+
+def test_model_returning_wrong_number_of_rows_is_contained(tmp_path, fixtures_dir):
+    class Short(PickyModel):
+        def predict_batch(self, batch):
+            full = super().predict_batch(batch)
+            return BatchPrediction(full.labels[:-1], full.probabilities[:-1], full.uncertainty[:-1], self.classes)
+
+    items = fixture_messages(fixtures_dir)
+    engine, _ = make_engine(items, tmp_path, [Short()])
+    stats = engine.run()  # must not crash: every packet ends up dead-lettered at stage classify
+    assert stats.results == 0 and stats.dead_letters == len(items)
+
+
+def test_unavailable_dependency_stops_without_dead_lettering(tmp_path, fixtures_dir):
+    from stream.errors import TransientError
+
+    class DownDecoder(Decoder):
+        def decode(self, msg):
+            raise TransientError("schema registry http://127.0.0.1:1 unreachable")
+
+    items = fixture_messages(fixtures_dir)
+    sink = FileSink(tmp_path / "out.jsonl", "jsonl", tmp_path / "dead", "v")
+    engine = Engine(IterSource(iter(items)), sink, [PickyModel()], DownDecoder(), Metrics(), max_batch=8,
+                    max_wait_ms=10, max_consecutive_failures=100, code_version="v", config_hash="0" * 16)
+    with pytest.raises(TransientError):
+        engine.run()
+    assert not (tmp_path / "dead").exists()
+
+
+def test_oversized_dead_letter_is_truncated_not_fatal():
+    from stream.packet import DeadLetter
+    from stream.sinks import KafkaSink
+
+    sink = KafkaSink({"bootstrap.servers": "127.0.0.1:1", "log_level": 0}, "r", "d", "v", delivery_timeout_s=1)
+    big = DeadLetter(b"x" * 3_000_000, Origin(topic="t", partition=0, offset=1), "read", "too big", "E")
+    fitted = sink._fit(big)
+    assert len(fitted.value) < 1_000_000 and "original 3000000 bytes" in fitted.error and "sha256" in fitted.error
+    sink.write_dead_letters([big])  # queued locally without a size error
+    small = DeadLetter(b"abc", big.origin, "read", "small", "E")
+    assert sink._fit(small) is small
