@@ -16,6 +16,10 @@ Edge-of-CCD stamps smaller than ``nominal_size`` (63 for ZTF) are padded with Na
 ``padded=True``; they are never dropped. ``nan_fraction`` is measured on the returned (padded) array, i.e. it is
 the fraction of the model input that is missing. JPEG stamps (ZTF schema 1.3) raise `UnsupportedPacket`; bytes
 that are not a readable image raise `CutoutError`.
+
+Gunzipping is bounded: a stamp inflates to at most `MAX_STAMP_BYTES` (64 MiB; a real 63x63 ZTF stamp is ~20 kB),
+so a small gzip bomb in an alert raises `CutoutError` ("decompressed size exceeds 64 MiB") after inflating at most
+that much, instead of taking the worker down with the kernel's OOM killer.
 """
 from __future__ import annotations
 
@@ -36,13 +40,15 @@ from stream.errors import CutoutError, UnsupportedPacket
 from stream.packet import Stamp, StampEncoding, StampImage
 
 __all__ = ["decode_stamp", "decode_stamp_bytes", "read_fits_array", "read_fits_array_astropy", "gunzip",
-           "sniff_encoding", "fits_orientation", "pad_to", "FITS_ORIENTATION"]
+           "sniff_encoding", "fits_orientation", "pad_to", "FITS_ORIENTATION", "MAX_STAMP_BYTES"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG"
 FITS_MAGIC = b"SIMPLE"
 _BLOCK = 2880
+#: Most bytes one gzipped stamp may inflate to (all gzip members together).
+MAX_STAMP_BYTES = 64 << 20
 _CARD = 80
 
 #: ``data[0]`` is FITS row 1 (the bottom of the displayed image); the astropy orientation, never flipped.
@@ -74,14 +80,21 @@ def sniff_encoding(data: bytes) -> StampEncoding | None:
     return None
 
 
-def gunzip(data: bytes) -> bytes:
-    """Gunzip (multi-member streams included); CutoutError on a corrupt or truncated stream."""
+def gunzip(data: bytes, limit: int | None = None) -> bytes:
+    """Gunzip (multi-member streams included); CutoutError on a corrupt or truncated stream, or when the output
+    would exceed ``limit`` bytes (default `MAX_STAMP_BYTES`; ``max_length`` stops inflating at ``limit + 1``)."""
+    limit = MAX_STAMP_BYTES if limit is None else limit
     out = []
+    total = 0
     rest = data
     try:
         while True:
             d = _inflate.decompressobj(31)
-            out.append(d.decompress(rest))
+            chunk = d.decompress(rest, limit - total + 1)
+            total += len(chunk)
+            if total > limit:
+                raise CutoutError(f"decompressed size exceeds {limit / (1 << 20):g} MiB (gzip bomb?)")
+            out.append(chunk)
             if not d.eof:
                 raise CutoutError("truncated gzip stream in stamp")
             rest = d.unused_data

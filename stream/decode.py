@@ -24,6 +24,12 @@ Two engines read the projection, and they must agree on every real alert (tests 
 
 Errors: everything wrong with the bytes raises a `PacketError` subclass (`DecodeError`, `UnsupportedPacket` for
 ZTF schema 1.3 JPEG stamps); unexpected exceptions are wrapped into `DecodeError` with the cause in the message.
+`TransientError` (schema registry down or answering 5xx) is not the packet's fault and propagates unchanged, so
+the caller leaves the message uncommitted instead of dead-lettering it.
+
+Compressed Avro blocks (deflate, bzip2, xz, zstandard, snappy) are inflated with an output limit of
+`MAX_DECOMPRESSED_AVRO` bytes per message (all blocks together): a small malicious packet cannot make the worker
+allocate more; past it the message raises `DecodeError` ("decompressed size exceeds 512 MiB").
 """
 from __future__ import annotations
 
@@ -41,15 +47,17 @@ from typing import Any, Callable
 
 import fastavro
 
-from stream.errors import DecodeError, PacketError, UnsupportedPacket
+from stream.errors import DecodeError, PacketError, TransientError, UnsupportedPacket
 from stream.packet import DeadLetter, Framing, Packet, RawMessage, Stamp, StampEncoding, StampKind
 from stream.schema_registry import SchemaProvider, make_resolver
 
 __all__ = ["Decoder", "Container", "SchemaEntry", "parse_container", "split_container", "make_container",
-           "read_long", "projection_spec", "projection_schema", "ZTF_NOMINAL_SIZE", "CONTAINER_MAGIC",
-           "jd_to_unix", "mjd_tai_to_unix"]
+           "container_header", "read_long", "projection_spec", "projection_schema", "ZTF_NOMINAL_SIZE",
+           "CONTAINER_MAGIC", "MAX_DECOMPRESSED_AVRO", "jd_to_unix", "mjd_tai_to_unix"]
 
 CONTAINER_MAGIC = b"Obj\x01"
+#: Most bytes the compressed blocks of one message may inflate to (a real ZTF alert is ~100 kB, Rubin < 1 MB).
+MAX_DECOMPRESSED_AVRO = 512 << 20
 ZTF_NOMINAL_SIZE = 63
 _JD_UNIX_EPOCH = 2440587.5
 _MJD_UNIX_EPOCH = 40587.0
@@ -123,8 +131,23 @@ def _encode_long(n: int) -> bytes:
     return bytes(out)
 
 
-def _snappy_decompress(data: bytes) -> bytes:
-    """Raw snappy (Avro's "snappy" codec: raw snappy block + 4-byte big-endian CRC32 of the output)."""
+class _TooLarge(Exception):
+    """A block inflates past its limit (turned into DecodeError by `_parse_blocks`)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"decompressed size exceeds {_mib(limit)}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
+
+
+def _snappy_decompress(data: bytes, limit: int | None = None) -> bytes:
+    """Raw snappy (Avro's "snappy" codec: raw snappy block + 4-byte big-endian CRC32 of the output).
+
+    The declared length is checked against ``limit`` before anything is allocated, and no copy may write past
+    the declared length.
+    """
     if len(data) < 4:
         raise ValueError("snappy block shorter than its CRC")
     body, crc = data[:-4], int.from_bytes(data[-4:], "big")
@@ -137,6 +160,10 @@ def _snappy_decompress(data: bytes) -> bytes:
         if x < 128:
             break
         shift += 7
+        if shift > 35:
+            raise ValueError("snappy length varint longer than 5 bytes")
+    if limit is not None and length > limit:
+        raise _TooLarge(limit)
     out = bytearray()
     n = len(body)
     while pos < n:
@@ -150,6 +177,8 @@ def _snappy_decompress(data: bytes) -> bytes:
                 size = int.from_bytes(body[pos:pos + nbytes], "little")
                 pos += nbytes
             size += 1
+            if len(out) + size > length:
+                raise ValueError(f"snappy output longer than its declared {length} bytes")
             out += body[pos:pos + size]
             pos += size
             continue
@@ -167,6 +196,8 @@ def _snappy_decompress(data: bytes) -> bytes:
             pos += 4
         if offset == 0 or offset > len(out):
             raise ValueError("bad snappy copy offset")
+        if len(out) + size > length:
+            raise ValueError(f"snappy output longer than its declared {length} bytes")
         start = len(out) - offset
         if offset >= size:
             out += out[start:start + size]
@@ -180,19 +211,79 @@ def _snappy_decompress(data: bytes) -> bytes:
     return bytes(out)
 
 
-def _zstd_decompress(data: bytes) -> bytes:
+def _deflate_decompress(data: bytes, limit: int) -> bytes:
+    """Raw deflate (Avro's "deflate" codec), at most ``limit`` bytes of output (``max_length``, so a bomb
+    stops after ``limit + 1`` bytes instead of inflating completely)."""
+    d = zlib.decompressobj(-15)
+    out = d.decompress(data, limit + 1)
+    if len(out) > limit:
+        raise _TooLarge(limit)
+    if not d.eof:
+        raise ValueError("incomplete or truncated deflate stream")
+    return out
+
+
+def _multistream_decompress(factory: Callable[[], Any], data: bytes, limit: int, what: str) -> bytes:
+    """bzip2 / xz (concatenated streams allowed, as `bz2.decompress` and `lzma.decompress` do), at most
+    ``limit`` bytes of output."""
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    while True:
+        d = factory()
+        chunk = d.decompress(rest, limit - total + 1)
+        total += len(chunk)
+        if total > limit:
+            raise _TooLarge(limit)
+        out.append(chunk)
+        if not d.eof:
+            raise ValueError(f"{what} stream ended before its end-of-stream marker")
+        rest = d.unused_data
+        if not rest:
+            break
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
+def _bz2_decompress(data: bytes, limit: int) -> bytes:
+    return _multistream_decompress(bz2.BZ2Decompressor, data, limit, "bzip2")
+
+
+def _xz_decompress(data: bytes, limit: int) -> bytes:
+    return _multistream_decompress(lzma.LZMADecompressor, data, limit, "xz")
+
+
+def _zstd_decompress(data: bytes, limit: int) -> bytes:
+    """One zstandard frame, read through a stream reader in 1 MiB pieces, at most ``limit`` bytes of output
+    (the frame's declared content size is not trusted)."""
     try:
         import zstandard  # type: ignore
     except ImportError:
         raise DecodeError("Avro codec zstandard needs the 'zstandard' package, which is not installed") from None
-    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    declared = zstandard.frame_content_size(data)  # -1 when the frame does not say
+    if declared > limit:
+        raise _TooLarge(limit)
+    out: list[bytes] = []
+    total = 0
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+        while True:
+            chunk = reader.read(min(1 << 20, limit - total + 1))
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise _TooLarge(limit)
+            out.append(chunk)
+    if declared >= 0 and total != declared:
+        raise ValueError(f"zstandard frame inflates to {total} bytes, its header declares {declared}")
+    return b"".join(out)
 
 
-_CODECS: dict[str, Callable[[bytes], bytes]] = {
-    "deflate": lambda d: zlib.decompress(d, -15),
+#: codec -> decompress(data, limit): raises _TooLarge past ``limit`` bytes of output, anything else when corrupt.
+_CODECS: dict[str, Callable[[bytes, int], bytes]] = {
+    "deflate": _deflate_decompress,
     "snappy": _snappy_decompress,
-    "bzip2": bz2.decompress,
-    "xz": lzma.decompress,
+    "bzip2": _bz2_decompress,
+    "xz": _xz_decompress,
     "zstandard": _zstd_decompress,
 }
 
@@ -267,10 +358,14 @@ def _parse_header(buf: bytes) -> tuple[dict[str, bytes], int]:
 
 
 def _parse_blocks(buf: bytes, pos: int, sync: bytes, codec: str) -> list[tuple[int, bytes, int, int]]:
-    """Data blocks after the header: (record count, buffer, start, end); the sync marker after each is checked."""
+    """Data blocks after the header: (record count, buffer, start, end); the sync marker after each is checked.
+
+    Compressed blocks inflate to at most `MAX_DECOMPRESSED_AVRO` bytes, all blocks of the buffer together.
+    """
     blocks: list[tuple[int, bytes, int, int]] = []
     n = len(buf)
     index = 0
+    budget = MAX_DECOMPRESSED_AVRO
     while pos < n:
         try:
             count, pos = read_long(buf, pos)
@@ -290,23 +385,32 @@ def _parse_blocks(buf: bytes, pos: int, sync: bytes, codec: str) -> list[tuple[i
             blocks.append((count, buf, pos, end))
         else:
             try:
-                data = _CODECS[codec](buf[pos:end])
+                data = _CODECS[codec](buf[pos:end], budget)
             except DecodeError:
                 raise
+            except _TooLarge:
+                raise DecodeError(f"{codec} block {index}: decompressed size exceeds "
+                                  f"{_mib(MAX_DECOMPRESSED_AVRO)}") from None
+            except MemoryError:
+                raise DecodeError(f"{codec} block {index}: out of memory while decompressing") from None
             except Exception as exc:
                 raise DecodeError(f"corrupt {codec} block {index}: {exc}") from None
+            budget -= len(data)
             blocks.append((count, data, 0, len(data)))
         pos = end + 16
         index += 1
     return blocks
 
 
-def make_container(schema_bytes: bytes | str, records: list[bytes], sync: bytes | None = None,
-                   metadata: dict[str, bytes] | None = None) -> bytes:
-    """A null-codec container holding already-encoded records in one block (byte-exact, no re-encoding)."""
+def container_header(schema_bytes: bytes | str, sync: bytes | None = None,
+                     metadata: dict[str, bytes] | None = None) -> bytes:
+    """Magic + metadata map (null codec) + sync marker of a container: what `make_container` writes before the
+    data block. Compute it once per schema and pass it as ``header=`` to build many containers cheaply."""
     if isinstance(schema_bytes, str):
         schema_bytes = schema_bytes.encode("utf-8")
     sync = sync or _DEFAULT_SYNC
+    if len(sync) != 16:
+        raise ValueError(f"an Avro sync marker is 16 bytes, not {len(sync)}")
     meta = {"avro.schema": schema_bytes, "avro.codec": b"null"}
     for k, v in (metadata or {}).items():
         if k not in ("avro.schema", "avro.codec"):
@@ -316,9 +420,20 @@ def make_container(schema_bytes: bytes | str, records: list[bytes], sync: bytes 
         kb = k.encode("utf-8")
         out += [_encode_long(len(kb)), kb, _encode_long(len(v)), v]
     out += [b"\x00", sync]
-    body = b"".join(records)
-    out += [_encode_long(len(records)), _encode_long(len(body)), body, sync]
     return b"".join(out)
+
+
+def make_container(schema_bytes: bytes | str, records: list[bytes], sync: bytes | None = None,
+                   metadata: dict[str, bytes] | None = None, *, header: bytes | None = None) -> bytes:
+    """A null-codec container holding already-encoded records in one block (byte-exact, no re-encoding).
+
+    ``header``: a `container_header` for the same schema, sync and metadata, reused instead of rebuilt (the
+    sync marker is its last 16 bytes).
+    """
+    if header is None:
+        header = container_header(schema_bytes, sync, metadata)
+    body = b"".join(records)
+    return b"".join((header, _encode_long(len(records)), _encode_long(len(body)), body, header[-16:]))
 
 
 _DEFAULT_SYNC = b"stampflow\x00sync\x00\x00"  # 16 bytes; any value is valid
@@ -911,7 +1026,7 @@ class Decoder:
     def decode(self, msg: RawMessage) -> Packet:
         try:
             return self._decode(msg)
-        except PacketError:
+        except (PacketError, TransientError):  # TransientError: a dependency is down, not the packet's fault
             raise
         except Exception as exc:  # never let anything else escape for bad bytes
             raise DecodeError(f"undecodable message ({exc.__class__.__name__}: {exc})") from None

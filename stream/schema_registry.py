@@ -12,11 +12,22 @@ which is what the settings build (``SchemaResolver(schema_dir=..., registry_url=
   a per-id cache (schemas behind an id are immutable, so the cache never expires).
 
 `make_resolver` builds either from a string: ``http://`` / ``https://`` -> registry, anything else -> directory.
-Failures raise `SchemaResolutionError` (a `DecodeError`, so the message is dead-lettered with a clear reason).
+
+Errors, split by whose fault they are:
+
+* the *packet's*: an id the registry does not know (HTTP 404), no ``<id>.avsc`` in the schema directory, a schema
+  that is not valid JSON (or not an Avro schema) -> `SchemaResolutionError`, a `DecodeError`: the message is
+  dead-lettered with a clear reason and the stream goes on;
+* the *registry's*: connection refused, DNS failure, timeout, a dropped connection, HTTP 5xx (and any other
+  HTTP error but 404: 401/403 credentials, 429 throttling, ...) -> `stream.errors.TransientError` (not a
+  `PacketError`), one line naming the URL and the schema id. Valid alerts must not be dead-lettered and
+  committed because the registry is down: the worker stops without committing, and a restart retries them.
+  Failures are never cached, so the next `get` asks again.
 """
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import threading
 import urllib.error
@@ -25,7 +36,7 @@ import urllib.request
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from stream.errors import DecodeError, StampflowError
+from stream.errors import DecodeError, StampflowError, TransientError
 
 __all__ = ["SchemaResolver", "SchemaProvider", "DirectorySchemaResolver", "RegistrySchemaResolver",
            "SchemaResolutionError", "make_resolver"]
@@ -37,7 +48,8 @@ class SchemaResolutionError(DecodeError):
 
 @runtime_checkable
 class SchemaProvider(Protocol):
-    """Anything with ``get(schema_id) -> schema JSON text`` (raising `SchemaResolutionError`) can feed a Decoder."""
+    """Anything with ``get(schema_id) -> schema JSON text`` can feed a Decoder: it raises `SchemaResolutionError`
+    when the id has no (usable) schema, `TransientError` when the source of schemas is unavailable."""
 
     def get(self, schema_id: int) -> str: ...
 
@@ -57,6 +69,7 @@ class SchemaResolver:
             raise StampflowError("a schema resolver needs a schema directory or a schema registry URL")
 
     def get(self, schema_id: int) -> str:
+        """The first provider that has the id wins; `TransientError` from one (registry down) propagates."""
         errors = []
         for provider in self.providers:
             try:
@@ -143,15 +156,20 @@ class RegistrySchemaResolver:
         except urllib.error.HTTPError as exc:
             detail = ""
             try:
-                detail = json.loads(exc.read() or b"{}").get("message", "")
+                detail = str(json.loads(exc.read() or b"{}").get("message", ""))
             except Exception:
                 pass
-            what = "not found" if exc.code == 404 else f"HTTP {exc.code}"
-            raise SchemaResolutionError(f"schema id {schema_id} {what} at {url}"
-                                        + (f": {detail}" if detail else "")) from None
-        except (urllib.error.URLError, OSError) as exc:  # refused, DNS, timeout
-            reason = getattr(exc, "reason", exc)
-            raise SchemaResolutionError(f"schema registry {self.url} unreachable for id {schema_id}: {reason}") from None
+            detail = _one_line(detail)
+            if exc.code == 404:  # this id is unknown: the packet's problem
+                raise SchemaResolutionError(f"schema id {schema_id} not found at {url}"
+                                            + (f": {detail}" if detail else "")) from None
+            what = {401: "rejected the credentials", 403: "refused access"}.get(exc.code, "failed")
+            raise TransientError(f"schema registry {what} (HTTP {exc.code}) for schema id {schema_id} at {url}"
+                                 + (f": {detail}" if detail else "")) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # refused, DNS, timeout, reset
+            reason = getattr(exc, "reason", None) or exc
+            raise TransientError(f"schema registry unreachable for schema id {schema_id} at {url}: "
+                                 f"{_one_line(str(reason)) or exc.__class__.__name__}") from None
         try:
             payload = json.loads(body)
         except ValueError:
@@ -165,6 +183,11 @@ class RegistrySchemaResolver:
 
     def __repr__(self) -> str:
         return f"RegistrySchemaResolver({self.url!r})"
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _unwrap(text: str, where: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import io
 import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from stream.cutouts import (FITS_ORIENTATION, _fast_array, decode_stamp, decode_stamp_bytes, fits_orientation,
-                            gunzip, read_fits_array, read_fits_array_astropy)
+from stream.cutouts import (FITS_ORIENTATION, MAX_STAMP_BYTES, _fast_array, decode_stamp, decode_stamp_bytes,
+                            fits_orientation, gunzip, read_fits_array, read_fits_array_astropy)
 from stream.decode import Decoder
 from stream.errors import CutoutError, UnsupportedPacket
 from stream.file_source import FileSource
@@ -199,6 +200,43 @@ def test_multi_member_gzip():
     two = gzip.compress(data[:2880]) + gzip.compress(data[2880:])
     assert gunzip(two) == data
     assert np.array_equal(read_fits_array(two), read_fits_array(data))
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """100 MiB of zeros behind a FITS header: ~100 kB gzipped."""
+    header = b"SIMPLE  =                    T" + b" " * 50
+    return gzip.compress(header + bytes(100 << 20), 9)
+
+
+def test_gzip_bomb_stamp_is_capped(gzip_bomb):
+    assert MAX_STAMP_BYTES == 64 << 20 and len(gzip_bomb) < 200_000
+    tracemalloc.start()
+    try:
+        t = time.perf_counter()
+        with pytest.raises(CutoutError, match="science stamp: decompressed size exceeds 64 MiB"):
+            decode_stamp(Stamp(kind=StampKind.SCIENCE, raw=gzip_bomb, encoding=StampEncoding.FITS_GZ,
+                               nominal_size=63))
+        elapsed = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 << 20, f"{peak >> 20} MiB allocated"  # at most the cap (+1 byte), never the 100 MiB
+    assert elapsed < 2.0
+    for fast in (True, False):  # both paths gunzip through the cap
+        with pytest.raises(CutoutError, match="exceeds 64 MiB"):
+            read_fits_array(gzip_bomb, fast=fast)
+    with pytest.raises(CutoutError, match="exceeds 64 MiB"):
+        read_fits_array_astropy(gzip_bomb)
+
+
+def test_gzip_cap_counts_all_members():
+    member = gzip.compress(bytes(3 << 20))
+    assert len(gunzip(member + member, limit=6 << 20)) == 6 << 20  # exactly the limit is fine
+    with pytest.raises(CutoutError, match="decompressed size exceeds 5 MiB"):
+        gunzip(member + member, limit=5 << 20)
+    with pytest.raises(CutoutError, match="truncated gzip stream"):
+        gunzip(member[:-20], limit=5 << 20)
 
 
 def test_orientation_is_astropy_row_zero_bottom():

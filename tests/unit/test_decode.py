@@ -1,13 +1,17 @@
 """Decoder: ZTF containers of every schema version, Rubin (container and Confluent wire), errors, codecs."""
 from __future__ import annotations
 
+import bz2
 import gzip
 import http.server
 import io
 import json
+import lzma
 import random
+import socket
 import threading
 import time
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -17,8 +21,10 @@ import pytest
 from astropy.time import Time
 
 from schemas.alert_schemas import load_ztf_schema, load_ztf_schema_json
-from stream.decode import (Decoder, _snappy_decompress, make_container, parse_container, split_container)
-from stream.errors import DecodeError, PacketError, UnsupportedPacket
+import stream.decode as decode_module
+from stream.decode import (MAX_DECOMPRESSED_AVRO, Decoder, _encode_long, _snappy_decompress, container_header,
+                           make_container, parse_container, split_container)
+from stream.errors import DecodeError, PacketError, StampflowError, TransientError, UnsupportedPacket
 from stream.file_source import FileSource
 from stream.packet import DeadLetter, Framing, Origin, Packet, RawMessage, StampEncoding, StampKind
 from stream.schema_registry import (DirectorySchemaResolver, RegistrySchemaResolver, SchemaResolutionError,
@@ -262,6 +268,104 @@ def test_snappy_codec(fixtures_dir):
     assert Decoder().decode(msg(snappy_value)).candid == Decoder().decode(msg(value)).candid
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Decompression bombs in Avro blocks
+
+def _codec_container(schema_bytes: bytes, sync: bytes, codec: str, blocks: list[bytes]) -> bytes:
+    header = (b"Obj\x01" + _encode_long(2) + _encode_long(11) + b"avro.schema" + _encode_long(len(schema_bytes))
+              + schema_bytes + _encode_long(10) + b"avro.codec" + _encode_long(len(codec)) + codec.encode() + b"\x00")
+    out = [header, sync]
+    for block in blocks:
+        out += [_encode_long(1), _encode_long(len(block)), block, sync]
+    return b"".join(out)
+
+
+def _deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+_BOMB_MIB = 32
+_BOMBS = {"deflate": _deflate, "bzip2": lambda d: bz2.compress(d, 1), "xz": lambda d: lzma.compress(d, preset=0)}
+
+
+@pytest.mark.parametrize("codec", sorted(_BOMBS))
+def test_compressed_block_bombs_are_capped(fixtures_dir, monkeypatch, codec):
+    """32 MiB of zeros in a ~10 kB block, with the cap lowered to 4 MiB (the real cap, 512 MiB, works the same):
+    DecodeError, after inflating at most about the cap."""
+    assert MAX_DECOMPRESSED_AVRO == 512 << 20
+    monkeypatch.setattr(decode_module, "MAX_DECOMPRESSED_AVRO", 4 << 20)
+    c = parse_container((fixtures_dir / "alerts" / "ZTF19acxxwrs.avro").read_bytes())
+    bomb = _BOMBS[codec](bytes(_BOMB_MIB << 20))
+    assert len(bomb) < 100_000
+    value = _codec_container(c.schema_bytes, c.sync, codec, [bomb])
+    tracemalloc.start()
+    try:
+        t = time.perf_counter()
+        with pytest.raises(DecodeError, match=r"decompressed size exceeds 4 MiB"):
+            Decoder().decode(msg(value))
+        elapsed = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 << 20, f"{peak >> 20} MiB allocated"  # not the 32 MiB the block would inflate to
+    assert elapsed < 2.0
+    # the cap is per message: two blocks of 3 MiB each pass one by one but not together
+    small = _BOMBS[codec](bytes(3 << 20))
+    with pytest.raises(DecodeError, match="decompressed size exceeds 4 MiB"):
+        parse_container(_codec_container(c.schema_bytes, c.sync, codec, [small, small]))
+    assert parse_container(_codec_container(c.schema_bytes, c.sync, codec, [small])).blocks[0][3] == 3 << 20
+
+
+def test_zstandard_bomb_is_capped(fixtures_dir, monkeypatch):
+    zstandard = pytest.importorskip("zstandard")  # optional dependency (the codec needs it)
+    monkeypatch.setattr(decode_module, "MAX_DECOMPRESSED_AVRO", 4 << 20)
+    c = parse_container((fixtures_dir / "alerts" / "ZTF19acxxwrs.avro").read_bytes())
+    count, buf, start, end = c.blocks[0]
+    good = _codec_container(c.schema_bytes, c.sync, "zstandard", [zstandard.ZstdCompressor().compress(buf[start:end])])
+    assert Decoder().decode(msg(good)).object_id == "ZTF19acxxwrs"
+    streamed = zstandard.ZstdCompressor().compressobj()  # no content size in the frame header: read and counted
+    for bomb in (zstandard.ZstdCompressor().compress(bytes(_BOMB_MIB << 20)),
+                 streamed.compress(bytes(_BOMB_MIB << 20)) + streamed.flush()):
+        with pytest.raises(DecodeError, match="zstandard block 0: decompressed size exceeds 4 MiB"):
+            Decoder().decode(msg(_codec_container(c.schema_bytes, c.sync, "zstandard", [bomb])))
+
+
+def test_snappy_bomb_and_overlong_copies(fixtures_dir):
+    # the declared length is checked before anything is inflated
+    declared = bytes([0x80, 0x80, 0x80, 0x80, 0x08])  # varint 2**31
+    with pytest.raises(decode_module._TooLarge, match="decompressed size exceeds 512 MiB"):
+        _snappy_decompress(declared + b"\x00a" + b"\x00" * 4, MAX_DECOMPRESSED_AVRO)
+    # copies may not write past the declared length: 'a' then copies of 64 bytes at offset 1, declared 10
+    copies = bytes([10]) + b"\x00a" + bytes([(63 << 2) | 2, 1, 0]) * 1000
+    with pytest.raises(ValueError, match="longer than its declared 10 bytes"):
+        _snappy_decompress(copies + b"\x00" * 4)
+    c = parse_container((fixtures_dir / "alerts" / "ZTF19acxxwrs.avro").read_bytes())
+    value = _codec_container(c.schema_bytes, c.sync, "snappy", [declared + b"\x00a" + b"\x00" * 4])
+    with pytest.raises(DecodeError, match="snappy block 0: decompressed size exceeds 512 MiB"):
+        Decoder().decode(msg(value))
+
+
+def test_truncated_compressed_blocks_are_decode_errors(fixtures_dir):
+    c = parse_container((fixtures_dir / "alerts" / "ZTF19acxxwrs.avro").read_bytes())
+    count, buf, start, end = c.blocks[0]
+    for codec, compress in _BOMBS.items():
+        packed = compress(bytes(buf[start:end]))
+        good = _codec_container(c.schema_bytes, c.sync, codec, [packed])
+        assert Decoder().decode(msg(good)).object_id == "ZTF19acxxwrs"
+        with pytest.raises(DecodeError, match=f"corrupt {codec} block 0"):
+            Decoder().decode(msg(_codec_container(c.schema_bytes, c.sync, codec, [packed[:len(packed) // 2]])))
+
+
+def test_container_header_is_reusable(fixtures_dir):
+    c = parse_container((fixtures_dir / "alerts" / "ZTF19acxxwrs.avro").read_bytes())
+    records = [bytes(c.blocks[0][1][c.blocks[0][2]:c.blocks[0][3]])]
+    header = container_header(c.schema_bytes, c.sync)
+    assert make_container(c.schema_bytes, records, sync=c.sync, header=header) == \
+        make_container(c.schema_bytes, records, sync=c.sync)
+    assert Decoder().decode(msg(make_container(c.schema_bytes, records, header=header))).object_id == "ZTF19acxxwrs"
+
+
 def test_record_already_decoded_is_mapped_directly(fixtures_dir):
     value = (fixtures_dir / "alerts" / "ZTF19acyjzeo.avro").read_bytes()
     record = next(fastavro.reader(io.BytesIO(value)))
@@ -430,9 +534,117 @@ def test_confluent_wire_via_http_registry(rubin, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-    down = Decoder(url)  # the server is gone now
-    with pytest.raises(SchemaResolutionError, match="unreachable"):
+    down = Decoder(url)  # the server is gone now: the registry's fault, not the packet's
+    with pytest.raises(TransientError, match="unreachable") as info:
         down.decode(msg(_confluent_messages(rubin, 7)[0]))
+    assert not isinstance(info.value, PacketError)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schema registry outages: TransientError (stop, do not commit), never a dead letter
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """A registry answering ``status`` (500, 503, 401, ...) to every request, or serving ``schemas`` when 200."""
+
+    status = 500
+    schemas: dict[int, str] = {}
+
+    def do_GET(self):  # noqa: N802
+        schema_id = int(self.path.rsplit("/", 1)[1])
+        if self.status == 200 and schema_id in self.schemas:
+            body = json.dumps({"schema": self.schemas[schema_id]}).encode()
+            code = 200
+        elif self.status == 200:
+            body, code = json.dumps({"error_code": 40403, "message": "Schema not found"}).encode(), 404
+        else:
+            body = json.dumps({"error_code": 50001, "message": "Error in the backend\ndata store"}).encode()
+            code = self.status
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def flaky_registry():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: connecting is refused
+
+
+def _assert_transient(exc: BaseException, url_part: str, schema_id: int) -> None:
+    assert isinstance(exc, TransientError) and isinstance(exc, StampflowError)
+    assert not isinstance(exc, PacketError)  # the engine would dead-letter (and commit) a PacketError
+    text = str(exc)
+    assert "\n" not in text and url_part in text and f"schema id {schema_id}" in text
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 401])
+def test_registry_errors_are_transient_not_dead_letters(rubin, flaky_registry, status):
+    schema_text, records = rubin
+    _Flaky.status, _Flaky.schemas = status, {7: schema_text}
+    value = _confluent_messages(rubin, 7)[0]
+    decoder = Decoder(flaky_registry)
+    with pytest.raises(TransientError) as info:
+        decoder.decode(msg(value))
+    _assert_transient(info.value, f"{flaky_registry}/schemas/ids/7", 7)
+    assert f"HTTP {status}" in str(info.value)
+    with pytest.raises(TransientError):  # propagates through decode_or_dead_letter too: no dead letter
+        decoder.decode_or_dead_letter(msg(value))
+    with pytest.raises(TransientError):  # the resolver itself, and directory-then-registry
+        RegistrySchemaResolver(flaky_registry).get(7)
+    _Flaky.status = 200  # the registry is back: nothing was cached, the same decoder now decodes
+    _check_rubin(decoder.decode(msg(value)), records[0])
+
+
+def test_registry_404_and_bad_schema_stay_per_packet(rubin, flaky_registry, tmp_path):
+    schema_text, _ = rubin
+    _Flaky.status, _Flaky.schemas = 200, {7: schema_text, 9: "{not json"}
+    decoder = Decoder(SchemaResolver(schema_dir=tmp_path, registry_url=flaky_registry))
+    with pytest.raises(SchemaResolutionError, match="schema id 8 not found"):  # 404: unknown id
+        decoder.decode(msg(_confluent_messages(rubin, 8)[0]))
+    with pytest.raises(SchemaResolutionError, match="not valid JSON"):  # unparsable schema
+        decoder.decode(msg(b"\x00" + (9).to_bytes(4, "big") + b"\x02" * 10))
+    dead = decoder.decode_or_dead_letter(msg(_confluent_messages(rubin, 8)[0]))
+    assert isinstance(dead, DeadLetter) and dead.stage == "decode"
+    _Flaky.status = 503  # directory miss, then registry down: transient, not "not found"
+    with pytest.raises(TransientError, match="HTTP 503"):
+        decoder.decode(msg(_confluent_messages(rubin, 11)[0]))
+
+
+def test_registry_closed_port_and_timeout_are_transient(rubin):
+    value = _confluent_messages(rubin, 7)[0]
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(TransientError) as info:
+        Decoder(url).decode(msg(value))
+    _assert_transient(info.value, f"{url}/schemas/ids/7", 7)
+    assert "unreachable" in str(info.value)
+    # a listener that never answers: the request times out
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        t = time.monotonic()
+        with pytest.raises(TransientError) as info:
+            Decoder(RegistrySchemaResolver(url, timeout=0.3)).decode(msg(value))
+        assert time.monotonic() - t < 5
+    _assert_transient(info.value, url, 7)
+    assert "timed out" in str(info.value)
 
 
 def test_decode_throughput_report(shared_messages, capsys):

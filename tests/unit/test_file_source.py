@@ -1,9 +1,11 @@
 """FileSource over the real shared data: every alert decodes or is dead-lettered as expected."""
 from __future__ import annotations
 
+import decimal
 import gzip
 import io
 import tarfile
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import pytest
 
 from stream.decode import Decoder, parse_container
 from stream.errors import StampflowError
-from stream.file_source import FileSource, arrow_to_avro_schema, avro_ready_arrow_schema, _rename
+from stream.file_source import (SKIPPED_PATHS_SHOWN, FileSource, _RowWriter, _record_name, _rename,
+                                arrow_to_avro_schema, avro_ready_arrow_schema)
 from stream.packet import DeadLetter, Framing, RawMessage, StampKind
 
 # file (relative to the shared data root) -> alerts that decode to packets
@@ -238,3 +241,155 @@ def test_gz_tar_and_bad_inputs(tmp_path, fixtures_dir):
 def test_count_matches_iteration(data_dir, everything):
     source, items = everything
     assert FileSource([data_dir / "ztf_alerts", data_dir / "lsst_alerts"]).count() == len(items) == 381
+
+
+def test_skipped_files_are_exposed(data_dir):
+    """ALeRCE's directory holds 5 loose .fits.gz stamps: nothing to read, all 5 skipped, and said so."""
+    alerce = data_dir / "ztf_alerts" / "alerce"
+    source = FileSource(alerce)
+    assert source.stats["skipped"] == 0 and source.skipped_paths == []  # before iterating: keys present, zero
+    assert set(source.stats) >= {"files", "messages", "dead_letters", "skipped", "empty"}
+    assert list(source) == []
+    expected = sorted(str(p) for p in alerce.rglob("*.fits.gz"))
+    assert len(expected) == 5
+    assert source.stats["skipped"] == 5 and source.stats["files"] == 0 and source.stats["messages"] == 0
+    assert source.skipped_paths == expected == source.skipped
+    assert source.count() == 0
+    assert source.stats["skipped"] == 5 and source.skipped_paths == expected  # count() leaves them alone
+    assert list(source) == [] and source.stats["skipped"] == 5  # a second run starts from zero
+
+
+def test_skipped_paths_survive_count_and_are_capped(tmp_path, fixtures_dir):
+    for i in range(SKIPPED_PATHS_SHOWN + 5):
+        (tmp_path / f"note{i:02d}.txt").write_text("x")
+    with tarfile.open(tmp_path / "night.tar", "w") as tf:
+        tf.add(fixtures_dir / "alerts" / "ZTF19acyjzeo.avro", arcname="night/a.avro")
+        tf.add(fixtures_dir / "LICENSES.md", arcname="night/README.md")
+    source = FileSource(tmp_path)
+    items = list(source)
+    assert [type(i) for i in items] == [RawMessage]
+    total = SKIPPED_PATHS_SHOWN + 5 + 1  # the loose files and the archive's README
+    assert source.stats["skipped"] == total == len(source.skipped)
+    assert len(source.skipped_paths) == SKIPPED_PATHS_SHOWN == 20
+    assert source.skipped_paths == source.skipped[:20] and source.skipped_paths[0].endswith("note00.txt")
+    assert source.skipped[-1].endswith("night.tar:night/README.md")  # archive members: as the archive is read
+    source.count()  # e.g. a progress bar sized after the run: the archive member stays counted and listed
+    assert source.stats["skipped"] == total == len(source.skipped)
+
+
+def _parquet_rows(path: Path):
+    pf = pq.ParquetFile(path)
+    target = avro_ready_arrow_schema(pf.schema_arrow)
+    schema, plan = arrow_to_avro_schema(target, name=_record_name(path))
+    return schema, plan, pf.read().cast(target).to_pylist()
+
+
+def _fastavro_bytes(parsed, row, plan) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, _rename(row, plan) if plan else row)
+    return buf.getvalue()
+
+
+def _canon(value):
+    """Comparable form: dicts by sorted key (renaming moves keys), floats by repr (NaN)."""
+    if isinstance(value, dict):
+        return sorted((k, _canon(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_canon(v) for v in value]
+    return repr(value)
+
+
+def test_parquet_row_writer_matches_fastavro_on_every_shared_row(data_dir):
+    paths = sorted((data_dir / "ztf_alerts" / "fink-science").glob("*.parquet"))
+    assert len(paths) == 5
+    rows_seen = 0
+    for path in paths:
+        schema, plan, rows = _parquet_rows(path)
+        writer = _RowWriter(schema, plan)
+        assert writer.fast is not None, path.name  # the generated writer handles Fink's inferred schemas
+        parsed = fastavro.parse_schema(schema)
+        for row in rows:
+            assert writer.encode(row) == _fastavro_bytes(parsed, row, plan), path.name
+        assert writer.fallbacks == 0
+        rows_seen += len(rows)
+        # and what the source yields: one valid single-record container per row, header shared per file
+        messages = list(FileSource(path))
+        assert len(messages) == len(rows)
+        headers = {m.value[:parse_container(m.value).header_len + 16] for m in messages}
+        assert len(headers) == 1
+        for m, row in zip(messages[:5], rows):
+            back = next(fastavro.reader(io.BytesIO(m.value)))
+            assert _canon(back) == _canon(_rename(row, plan) if plan else row)
+    assert rows_seen == 251
+
+
+def test_row_writer_edge_types_and_fallback():
+    schema = pa.schema([
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("flag", pa.bool_()),
+        pa.field("small", pa.int8()),
+        pa.field("f", pa.float32()),
+        pa.field("d", pa.float64()),
+        pa.field("u64", pa.uint64()),
+        pa.field("name", pa.string()),
+        pa.field("blob", pa.binary()),
+        pa.field("fixed", pa.binary(3)),
+        pa.field("2MASS name", pa.string()),
+        pa.field("hist", pa.list_(pa.struct([pa.field("jd", pa.float64()), pa.field("x-y", pa.int32())]))),
+        pa.field("tags", pa.map_(pa.string(), pa.float64())),
+        pa.field("nulls", pa.null()),
+    ])
+    big = -(1 << 62) - 12345
+    table = pa.table({
+        "id": [1, big, 0], "flag": [True, False, None], "small": [-64, 63, None], "f": [1.5, float("nan"), None],
+        "d": [float("-inf"), -0.0, None], "u64": [0, (1 << 63) - 1, None], "name": ["é✓", "", None],
+        "blob": [b"\x00\x01", b"", None], "fixed": [b"abc", b"\x00\x00\x00", None],
+        "2MASS name": ["J1", None, None], "hist": [[{"jd": 1.0, "x-y": -2}, None], [], None],
+        "tags": pa.array([[("a", 1.0), ("b", None)], [], None], pa.map_(pa.string(), pa.float64())),
+        "nulls": [None, None, None],
+    }, schema=schema)
+    ready = avro_ready_arrow_schema(schema)
+    avro_schema, plan = arrow_to_avro_schema(ready, name="t")
+    parsed = fastavro.parse_schema(avro_schema)
+    writer = _RowWriter(avro_schema, plan)
+    assert writer.fast is not None
+    for row in table.cast(ready).to_pylist():
+        assert writer.fast(row) == _fastavro_bytes(parsed, row, plan)
+    assert writer.fallbacks == 0
+    # a value the generated writer does not take as is (an int where a double is declared): fastavro's bytes
+    odd = dict(table.cast(ready).to_pylist()[0], d=3)
+    assert writer.encode(odd) == _fastavro_bytes(parsed, odd, plan) and writer.fallbacks == 1
+    # a value fastavro rejects too: its error, not silently wrong bytes
+    with pytest.raises(TypeError, match="on field id"):
+        writer.encode(dict(odd, id=None))
+    # a schema the generated writer does not handle (decimal): every row through fastavro, same result
+    dec = pa.table({"x": pa.array([decimal.Decimal("1.25"), None], pa.decimal128(5, 2))})
+    dschema, dplan = arrow_to_avro_schema(avro_ready_arrow_schema(dec.schema), name="d")
+    dwriter = _RowWriter(dschema, dplan)
+    assert dwriter.fast is None
+    assert [dwriter.encode(r) for r in dec.to_pylist()] == \
+        [_fastavro_bytes(fastavro.parse_schema(dschema), r, dplan) for r in dec.to_pylist()]
+
+
+def test_parquet_read_rate_report(data_dir, capsys):
+    """Reports ms per Parquet row (FileSource end to end) and the row encoders. Asserts only that the generated
+    writer beats fastavro."""
+    directory = data_dir / "ztf_alerts" / "fink-science"
+    list(FileSource(directory))  # warm up
+    t = time.process_time()
+    n = len(list(FileSource(directory)))
+    per_row = (time.process_time() - t) / n * 1e3
+    schema, plan, rows = _parquet_rows(directory / "part-0-0-435829.parquet")
+    writer = _RowWriter(schema, plan)
+    t = time.process_time()
+    for row in rows:
+        writer.fast(row)
+    fast = (time.process_time() - t) / len(rows) * 1e3
+    t = time.process_time()
+    for row in rows:
+        _fastavro_bytes(writer.parsed, row, plan)
+    slow = (time.process_time() - t) / len(rows) * 1e3
+    with capsys.disabled():
+        print(f"\n[file source] Parquet: {per_row:.2f} ms/row end to end ({n} rows); row encoding "
+              f"{fast:.2f} ms generated vs {slow:.2f} ms fastavro")
+    assert fast < slow
