@@ -63,7 +63,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
     engine = build_engine(settings, IterSource(files.iter_messages()), sink, classifiers, on_batch=on_batch)
     stats = engine.run()
     bar.close()
+    skipped = files.stats.get("skipped", 0)
+    if stats.consumed == 0:
+        shown_paths = ", ".join(files.skipped_paths[:3])
+        raise StampflowError(f"no alerts found in {', '.join(args.paths)}"
+                             + (f" ({skipped} files skipped as not alert files, e.g. {shown_paths})" if skipped else ""))
     summary = stats.summary()
+    summary["skipped_files"] = skipped
     summary.update({"results_file": str(out), "format": fmt,
                     "dead_letter_dir": str(settings.output.dead_letter_dir) if stats.dead_letters else None,
                     "models": [f"{c.name}@{c.version}" for c in classifiers]})

@@ -265,3 +265,11 @@ def test_oversized_dead_letter_is_truncated_not_fatal():
     sink.write_dead_letters([big])  # queued locally without a size error
     small = DeadLetter(b"abc", big.origin, "read", "small", "E")
     assert sink._fit(small) is small
+
+
+def test_cli_classify_with_no_alert_files_fails_clearly(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not an alert")
+    assert main(["classify", str(tmp_path / "in"), "--quiet", "--out", str(tmp_path / "r.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no alerts found" in err and "1 files skipped" in err and "\n" not in err
