@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from stream.decode import Decoder  # noqa: E402
@@ -92,7 +92,6 @@ def bench_naive(msgs: list[bytes], count: int = 1500) -> dict:
 
     warnings.simplefilter("ignore", VerifyWarning)
 
-    from models.base import InputSpec  # noqa: F401
     from models.preprocess import centre_crop, fill_nan
     from models.registry import Registry
 

@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     out = Path(args.out)
     fmt = args.format or ("avro" if out.suffix == ".avro" else "jsonl")
     sink = file_sink(settings, out, fmt)
-    total = files.count() if hasattr(files, "count") else None
+    total = files.count()
     bar = tqdm(total=total, unit="alert", desc="classify", disable=args.quiet or None, file=sys.stderr)
     shown: list[dict[str, Any]] = []
 

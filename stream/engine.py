@@ -20,7 +20,7 @@ from models.preprocess import prepare_batch
 from stream.decode import Decoder
 from stream.errors import ErrorBudgetExceeded, PacketError, TransientError
 from stream.metrics import Metrics
-from stream.packet import DeadLetter, Packet, RawMessage
+from stream.packet import DeadLetter, Packet
 from stream.sinks import KafkaSink, Sink
 from stream.sources import Item, KafkaSource, Source
 
@@ -228,10 +228,9 @@ class Engine:
     # -- delivery --------------------------------------------------------------------------------------------------
     def handle(self, items: list[Item]) -> BatchOutcome:
         """Process one batch and make it durable: publish, wait for acks, then commit offsets."""
-        if isinstance(self.source, KafkaSource):
-            owned = [it for it in items if self.source.owned(it)]
-            self.stats.duplicates_dropped += len(items) - len(owned)
-            items = owned
+        owned = [it for it in items if self.source.owned(it)]
+        self.stats.duplicates_dropped += len(items) - len(owned)
+        items = owned
         outcome = self.process(items)
         self.sink.write_results(outcome.results)
         self.sink.write_dead_letters(outcome.dead_letters)
@@ -299,8 +298,6 @@ class Engine:
                 f"They are in the dead-letter sink and their offsets are committed.")
 
     def _maybe_update_lag(self, force: bool = False) -> None:
-        if not isinstance(self.source, KafkaSource):
-            return
         now = time.monotonic()
         if not force and now - self._last_lag < self.lag_interval_s:
             return

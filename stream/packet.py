@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,16 +89,13 @@ class Stamp:
     raw: bytes
     encoding: StampEncoding
     nominal_size: int | None = None
-    _decoder: Callable[["Stamp"], StampImage] | None = None
     _image: StampImage | None = None
 
     def image(self) -> StampImage:
         if self._image is None:
-            if self._decoder is None:
-                from stream.cutouts import decode_stamp
-                self._image = decode_stamp(self)
-            else:
-                self._image = self._decoder(self)
+            from stream.cutouts import decode_stamp  # local: cutouts imports this module
+
+            self._image = decode_stamp(self)
         return self._image
 
 

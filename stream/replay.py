@@ -58,7 +58,7 @@ def replay(settings: Settings, paths: list[Path], topic: str, rate: float | None
         producer = Producer(conf)
     except KafkaException as exc:
         raise StampflowError(f"invalid Kafka producer configuration: {exc.args[0].str()}") from None
-    total = source.count() * repeat if hasattr(source, "count") else None
+    total = source.count() * repeat
     bar = tqdm(total=total, unit="msg", desc=f"replay → {topic}", disable=not progress or None, file=sys.stderr)
     sent = unreadable = nbytes = 0
     too_large: list[str] = []

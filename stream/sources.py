@@ -24,7 +24,9 @@ class Source(Protocol):
     exhausted: bool
 
     def poll(self, max_messages: int, timeout_s: float) -> list[Item]: ...
+    def owned(self, item: Item) -> bool: ...
     def commit(self, items: list[Item]) -> None: ...
+    def lag(self) -> dict[tuple[str, int], int]: ...
     def close(self) -> None: ...
 
 
@@ -46,8 +48,14 @@ class IterSource:
         self.exhausted = True
         return out
 
+    def owned(self, item: Item) -> bool:
+        return True
+
     def commit(self, items: list[Item]) -> None:
         return None
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {}
 
     def close(self) -> None:
         return None

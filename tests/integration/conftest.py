@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.results import decode_schemaless
@@ -63,8 +63,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker_env(bootstrap: str, topics: dict, tmp_path: Path, **extra: str) -> dict:
+def clean_env(**settings: str) -> dict:
+    """This process's environment without any STAMPFLOW_ setting but the data root, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPFLOW_") or k == "STAMPFLOW_DATA"}
+    env.update(settings)
+    return env
+
+
+def worker_env(bootstrap: str, topics: dict, tmp_path: Path, **extra: str) -> dict:
+    env = clean_env()
     env.update({
         "STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "STAMPFLOW_KAFKA__GROUP_ID": f"it-{topics['input']}",

@@ -13,18 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import (REPO, committed_offsets, decode_dead_letters, decode_results, end_offsets,
-                                        metric_value, read_topic)
+from tests.integration.conftest import (REPO, clean_env, committed_offsets, decode_dead_letters, decode_results,
+                                        end_offsets, free_port, metric_value, read_topic)
 
 pytestmark = pytest.mark.integration
 
 
 def replay(bootstrap: str, topic: str, paths: list[Path], *extra: str) -> dict:
-    env_cmd = [sys.executable, "-m", "stream", "replay", *map(str, paths), "--topic", topic, "--quiet", *extra]
-    import os
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPFLOW_") or k == "STAMPFLOW_DATA"}
-    env["STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
-    proc = subprocess.run(env_cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    cmd = [sys.executable, "-m", "stream", "replay", *map(str, paths), "--topic", topic, "--quiet", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=clean_env(STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS=bootstrap))
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -158,10 +156,7 @@ def test_start_from_timestamp_skips_older_messages(kafka_bootstrap, topics, star
 
 
 def test_unreachable_broker_is_one_clear_line(tmp_path):
-    import os
-    from tests.integration.conftest import free_port
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPFLOW_")}
-    env["STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{free_port()}"
+    env = clean_env(STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
     proc = subprocess.run([sys.executable, "-m", "stream", "serve"], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2

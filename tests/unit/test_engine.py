@@ -13,7 +13,6 @@ import pytest
 from models.base import BatchPrediction, Classifier, InputSpec, ModelInfo, ZTF_PIXEL_SCALE
 from models.registry import Registry
 from stream.cli import main
-from stream.config import load_settings
 from stream.decode import Decoder
 from stream.engine import Engine
 from stream.errors import ErrorBudgetExceeded

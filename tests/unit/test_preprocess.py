@@ -16,11 +16,18 @@ from stream.packet import Origin, Packet, Stamp, StampEncoding, StampImage, Stam
 SPEC = InputSpec(survey="ZTF", stamp_kinds=(StampKind.SCIENCE,), size=20, pixel_scale=ZTF_PIXEL_SCALE)
 
 
-def _packet(images: dict, candid: int = 1, decoder=None) -> Packet:
+class _BrokenStamp(Stamp):
+    """A stamp whose decoding fails with an unexpected (non-PacketError) exception."""
+
+    def image(self) -> StampImage:
+        raise RuntimeError("corrupt gzip stream")
+
+
+def _packet(images: dict, candid: int = 1, broken: bool = False) -> Packet:
     stamps = {}
     for kind, img in images.items():
-        if decoder is not None:
-            stamps[kind] = Stamp(kind=kind, raw=b"", encoding=StampEncoding.FITS, _decoder=decoder)
+        if broken:
+            stamps[kind] = _BrokenStamp(kind=kind, raw=b"", encoding=StampEncoding.FITS)
         else:
             data = np.asarray(img, dtype=np.float32)
             stamps[kind] = Stamp(kind=kind, raw=b"", encoding=StampEncoding.FITS,
@@ -175,11 +182,8 @@ def test_prepare_input_respects_allow_crop():
 
 
 def test_prepare_batch_isolates_failures():
-    def broken(stamp):
-        raise RuntimeError("corrupt gzip stream")
-
     good = [_packet({StampKind.SCIENCE: np.full((63, 63), float(i))}, candid=i) for i in range(3)]
-    bad = _packet({StampKind.SCIENCE: None}, candid=99, decoder=broken)
+    bad = _packet({StampKind.SCIENCE: None}, candid=99, broken=True)
     arrays, errors = prepare_batch([good[0], bad, good[1], good[2]], SPEC)
     assert arrays.shape == (4, 20, 20, 1)
     assert [e is None for e in errors] == [True, False, True, True]
@@ -187,6 +191,12 @@ def test_prepare_batch_isolates_failures():
     assert "corrupt gzip stream" in str(errors[1]) and isinstance(errors[1].__cause__, RuntimeError)
     np.testing.assert_array_equal(arrays[3], prepare_input(good[2], SPEC))
     assert np.all(arrays[1] == 0)
+    # A real corrupt stamp keeps its own stage.
+    garbage = _packet({StampKind.SCIENCE: None}, candid=98)
+    garbage.stamps[StampKind.SCIENCE] = Stamp(kind=StampKind.SCIENCE, raw=b"\x1f\x8bnot gzip",
+                                              encoding=StampEncoding.FITS_GZ)
+    _, errs = prepare_batch([garbage], SPEC)
+    assert isinstance(errs[0], PacketError) and errs[0].stage == "cutout"
     empty, errs = prepare_batch([], SPEC)
     assert empty.shape == (0, 20, 20, 1) and errs == []
 
