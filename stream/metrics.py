@@ -6,6 +6,8 @@ process without clashing. Names are part of the contract with deploy/prometheus 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
@@ -16,6 +18,36 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
                    6 * 3600, 86400, 7 * 86400, 365 * 86400, float("inf"))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, float("inf"))
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf"))
+
+
+@dataclass
+class Health:
+    """What the health endpoint reports; the worker and the engine update it, the HTTP server only reads it.
+
+    Ready: the models are loaded and the source has an assignment (a file source always has one).
+    Live: the poll loop turned within ``live_timeout_s`` (a model call on a huge batch can take a while,
+    so the default is generous).
+    """
+
+    models_loaded: bool = False
+    assigned: bool = False
+    last_poll_monotonic: float = field(default_factory=time.monotonic)
+    live_timeout_s: float = 60.0
+    stopping: bool = False
+
+    def beat(self) -> None:
+        self.last_poll_monotonic = time.monotonic()
+
+    def live(self) -> bool:
+        return time.monotonic() - self.last_poll_monotonic < self.live_timeout_s
+
+    def ready(self) -> bool:
+        return self.models_loaded and self.assigned and not self.stopping
+
+    def as_dict(self) -> dict:
+        return {"live": self.live(), "ready": self.ready(), "models_loaded": self.models_loaded,
+                "assigned": self.assigned, "stopping": self.stopping,
+                "seconds_since_poll": round(time.monotonic() - self.last_poll_monotonic, 3)}
 
 
 class Metrics:
@@ -53,6 +85,18 @@ class Metrics:
         self.consecutive_failures = Gauge("stampflow_consecutive_failures", "Packets failed in a row (error budget).",
                                           registry=r)
         self.last_poll = Gauge("stampflow_last_poll_timestamp_seconds", "When the poll loop last turned.", registry=r)
+        # Truth labels (archival cutout packets carry them): running quality per model.
+        self.truth_labelled = Counter("stampflow_truth_labelled", "Results whose packet carried a truth label the "
+                                                                  "model can be scored on.", ["model"], registry=r)
+        self.truth_correct = Counter("stampflow_truth_correct", "Truth-labelled results whose predicted label "
+                                                                "equals the truth label.", ["model"], registry=r)
+        self.running_accuracy = Gauge("stampflow_running_accuracy", "Accuracy over the last N truth-labelled "
+                                                                    "results (classifiers).", ["model"], registry=r)
+        self.running_rmse = Gauge("stampflow_running_rmse", "RMSE over the last N truth-labelled results "
+                                                            "(regression models).", ["model"], registry=r)
+        self.ready = Gauge("stampflow_ready", "1 when models are loaded and the source has an assignment.",
+                           registry=r)
+        self.health = Health()
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
