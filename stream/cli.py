@@ -161,6 +161,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from stream.top import run_top
+
+    return run_top(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from stream.report import run_report
+
+    return run_report(args)
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(json.dumps({"config_hash": settings.config_hash(), "settings": settings.masked()}, indent=2))
@@ -214,6 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="model name, name@version, or artifact directory")
     e.add_argument("--data", required=True)
     e.set_defaults(func=cmd_evaluate)
+
+    tp = sub.add_parser("top", help="live terminal view of a worker's metrics (or of Prometheus)")
+    tg = tp.add_mutually_exclusive_group()
+    tg.add_argument("--url", default="http://127.0.0.1:9108/metrics", help="a worker's /metrics URL")
+    tg.add_argument("--prometheus", help="a Prometheus base URL (aggregates every worker it scrapes)")
+    tp.add_argument("--job", default="stampflow", help="Prometheus job label of the workers")
+    tp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    tp.add_argument("--once", action="store_true", help="print one frame (two scrapes, for rates) and exit")
+    tp.set_defaults(func=cmd_top)
+
+    rp = sub.add_parser("report", help="PNG plots of throughput and latency over a run")
+    rg = rp.add_mutually_exclusive_group(required=True)
+    rg.add_argument("--prometheus", help="Prometheus base URL to query over [--start, --end]")
+    rg.add_argument("--metrics-log", help="the worker's metrics log (config metrics.log_file)")
+    rp.add_argument("--start", help="start time: unix seconds or ISO 8601 (default: 1 hour before --end)")
+    rp.add_argument("--end", help="end time: unix seconds or ISO 8601 (default: now)")
+    rp.add_argument("--step", type=float, default=5.0, help="Prometheus query step, seconds")
+    rp.add_argument("--job", default="stampflow", help="Prometheus job label of the workers")
+    rp.add_argument("--out", default="report", help="directory for the PNGs and a summary JSON")
+    rp.set_defaults(func=cmd_report)
 
     cf = sub.add_parser("config", help="configuration")
     csub = cf.add_subparsers(dest="config_command", required=True)

@@ -78,6 +78,13 @@ class MetricsSettings(_Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics on http://host:port/metrics.")
     host: str = Field("127.0.0.1", description="Address the metrics server binds (0.0.0.0 in containers).")
     port: int = Field(9108, ge=0, le=65535, description="Metrics port; 0 picks a free one (logged at start).")
+    live_timeout_s: float = Field(60.0, gt=0, description="Health: /livez fails when the poll loop has not turned "
+                                  "for this long (a stuck model call or a wedged consumer).")
+    log_file: Optional[Path] = Field(None, description="Append a JSON snapshot of the worker's metrics to this file "
+                                     "every log_interval_s (input for `stampflow report` without Prometheus).")
+    log_interval_s: float = Field(5.0, gt=0, description="Seconds between snapshots in metrics.log_file.")
+    accuracy_window: int = Field(500, ge=1, description="Truth-labelled results per model in the running "
+                                 "accuracy/RMSE gauges.")
 
 
 class SchemaSettings(_Section):

@@ -113,6 +113,12 @@ class Engine:
                 want, timeout = self.max_batch - len(batch), max(0.0, deadline - time.monotonic())
             got = self.source.poll(want, timeout)
             self.metrics.last_poll.set_to_current_time()
+            health = self.metrics.health
+            health.beat()
+            assigned = self.source.assigned()
+            if assigned != health.assigned:
+                health.assigned = assigned
+                self.metrics.ready.set(1 if health.ready() else 0)
             if got:
                 batch.extend(got)
             if self.source.exhausted:

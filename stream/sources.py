@@ -27,6 +27,7 @@ class Source(Protocol):
     def owned(self, item: Item) -> bool: ...
     def commit(self, items: list[Item]) -> None: ...
     def lag(self) -> dict[tuple[str, int], int]: ...
+    def assigned(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -56,6 +57,9 @@ class IterSource:
 
     def lag(self) -> dict[tuple[str, int], int]:
         return {}
+
+    def assigned(self) -> bool:
+        return True
 
     def close(self) -> None:
         return None
@@ -192,6 +196,10 @@ class KafkaSource:
 
     def group_metadata(self) -> Any:
         return self.consumer.consumer_group_metadata()
+
+    def assigned(self) -> bool:
+        """Whether the group coordinator has given us at least one partition (readiness)."""
+        return bool(self.assignment)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """High watermark minus our position, per assigned partition."""
