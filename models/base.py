@@ -18,33 +18,114 @@ from stream.packet import Packet, StampKind
 ZTF_PIXEL_SCALE = 1.01
 
 
+GEOMETRIES = ("exact", "crop", "resample", "resize")
+#: Two pixel scales closer than this (relative) are the same grid: survey headers round differently.
+PIXEL_SCALE_TOLERANCE = 0.02
+TASKS = ("classification", "binary", "fractions", "regression")
+
+
+def same_scale(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= PIXEL_SCALE_TOLERANCE * max(abs(a), abs(b))
+
+
 @dataclass(frozen=True, slots=True)
 class InputSpec:
-    """What a classifier consumes.
+    """What a classifier consumes, and so which packets the router sends it.
 
-    ``size`` is the side of the square stamp the model takes. ``resample`` says whether the router may crop or
-    pad a stamp of the same pixel scale to that size (a centre crop keeps the pixel scale, so it is allowed by
-    default); a different pixel scale is never silently accepted.
+    Alert models stack stamp kinds (science, template, difference) as channels and may filter on the packet's
+    band. Archival models (``channels`` set) stack the packet's per-band stamps in ``channels`` order.
+
+    ``geometry`` says how a stamp may be brought to ``size`` x ``size`` (see docs/models.md):
+    ``exact`` (must already match), ``crop`` (same pixel scale; centre crop / NaN pad), ``resample`` (zoom from
+    the packet's pixel scale to ours, then crop / pad), ``resize`` (pixel scale ignored; whole stamp resized).
+    A different pixel scale is never silently accepted by ``exact`` or ``crop``.
     """
 
-    survey: str
-    stamp_kinds: tuple[StampKind, ...]
-    size: int
-    pixel_scale: float  # arcsec / pixel
-    bands: tuple[str, ...] | None = None  # None: any band
-    allow_crop: bool = True
+    survey: str | tuple[str, ...]
+    stamp_kinds: tuple[StampKind, ...] = (StampKind.SCIENCE,)
+    size: int = 63
+    pixel_scale: float | None = None  # arcsec / pixel; None: the model takes stamps resized from any scale
+    bands: tuple[str, ...] | None = None  # alerts: accepted values of packet.band (None: any band)
+    allow_crop: bool = True  # kept for the alert models of v1: False is geometry "exact"
+    channels: tuple[str, ...] | None = None  # cutout packets: bands stacked as channels, in this order
+    geometry: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.survey, (list, tuple)):
+            object.__setattr__(self, "survey", tuple(self.survey))
+        geometry = self.geometry or ("crop" if self.allow_crop else "exact")
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"unknown input geometry '{geometry}' (choose from {', '.join(GEOMETRIES)})")
+        object.__setattr__(self, "geometry", geometry)
+        object.__setattr__(self, "allow_crop", geometry != "exact")
+        if self.channels is not None:
+            object.__setattr__(self, "channels", tuple(self.channels))
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(self.bands))
+        object.__setattr__(self, "stamp_kinds", tuple(StampKind(k) for k in self.stamp_kinds))
+        if geometry in ("crop", "resample") and self.channels is not None and self.pixel_scale is None:
+            raise ValueError(f"geometry '{geometry}' needs the model's pixel_scale")
+
+    @property
+    def surveys(self) -> tuple[str, ...]:
+        return self.survey if isinstance(self.survey, tuple) else (self.survey,)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels) if self.channels is not None else len(self.stamp_kinds)
 
     def accepts(self, packet: Packet) -> bool:
-        if packet.survey != self.survey:
-            return False
-        if self.bands is not None and packet.band not in self.bands:
-            return False
-        return all(kind in packet.stamps for kind in self.stamp_kinds)
+        return self.reject_reason(packet) is None
+
+    def reject_reason(self, packet: Packet) -> str | None:
+        """None when the packet fits this input, else why not (for logs and tests)."""
+        if packet.survey not in self.surveys:
+            return f"survey {packet.survey} not in {self.surveys}"
+        if self.channels is None:
+            if self.bands is not None and packet.band not in self.bands:
+                return f"band {packet.band} not in {self.bands}"
+            missing = [k.value for k in self.stamp_kinds if k not in packet.stamps]
+            return f"no {', '.join(missing)} stamp" if missing else None
+        missing = [b for b in self.channels if b not in packet.band_stamps]
+        if missing:
+            return f"no stamp in band(s) {', '.join(missing)}"
+        if self.geometry == "resize":
+            return None
+        if self.geometry == "resample":
+            return None if packet.pixel_scale is not None else "packet has no pixel scale to resample from"
+        if not same_scale(packet.pixel_scale, self.pixel_scale):
+            return f"pixel scale {packet.pixel_scale} is not the model's {self.pixel_scale}"
+        if self.geometry == "exact":
+            for band in self.channels:
+                shape = packet.band_stamps[band].shape
+                if shape is not None and shape != (self.size, self.size):
+                    return f"{band} stamp is {shape[0]}x{shape[1]}, model needs exactly {self.size}x{self.size}"
+        return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"survey": self.survey, "stamp_kinds": [k.value for k in self.stamp_kinds], "size": self.size,
+        return {"survey": list(self.surveys), "stamp_kinds": [k.value for k in self.stamp_kinds], "size": self.size,
                 "pixel_scale": self.pixel_scale, "bands": list(self.bands) if self.bands else None,
-                "allow_crop": self.allow_crop}
+                "channels": list(self.channels) if self.channels is not None else None,
+                "geometry": self.geometry}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        known = {"survey", "stamp_kinds", "size", "pixel_scale", "bands", "channels", "geometry", "allow_crop"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown input_spec keys: {', '.join(sorted(unknown))}")
+        kw = dict(d)
+        if "stamp_kinds" in kw:
+            kw["stamp_kinds"] = tuple(StampKind(k) for k in kw["stamp_kinds"])
+        for key in ("bands", "channels"):
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
+        survey = kw.get("survey")
+        if isinstance(survey, list):
+            kw["survey"] = tuple(survey)
+        return cls(**kw)
 
 
 @dataclass(slots=True)
@@ -59,6 +140,7 @@ class BatchPrediction:
     probabilities: np.ndarray  # (N, K), rows sum to 1 for classifiers
     uncertainty: np.ndarray    # (N,)
     classes: tuple[str, ...]
+    task: str = "classification"  # regression: ``probabilities`` holds the raw outputs, named by ``classes``
 
     def __post_init__(self) -> None:
         n = len(self.labels)

@@ -3,8 +3,11 @@
 Everything a model sees goes through here, so a model trained on FITS cutouts and served on alert stamps gets
 the same geometry and the same normalisation:
 
-* geometry: `centre_crop`, `pad_to` (NaN padding), `fit_to_spec` (crop or pad each axis), `fill_nan`;
-* per-image normalisations for batches: `normalise(x, method)` with ``method`` in `NORMALISATIONS`;
+* geometry: `centre_crop`, `pad_to` (NaN padding), `fit_to_spec` (crop or pad each axis), `resize`,
+  `fit_geometry` (an `InputSpec`'s exact / crop / resample / resize), `fill_nan`;
+* per-image normalisations for batches: `normalise(x, method)` with ``method`` in `NORMALISATIONS`,
+  `sigma_clip`, and `apply_recipe` (a model's recipe: scale, clip_sigma, normalise);
+* arrays to model input: `prepare_images` (training and evaluation);
 * packets to arrays: `prepare_input` (one packet) and `prepare_batch` (many, isolating per-packet failures);
 * FITS for training/evaluation: `read_fits_image` and `load_stargal_dir` (de-duplicated by content hash).
 
@@ -60,6 +63,53 @@ def fit_to_spec(img: np.ndarray, size: int) -> np.ndarray:
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D stamp, got shape {img.shape}")
     return pad_to(centre_crop(img, size), size)
+
+
+def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a NaN-free 2-D image to exactly ``shape`` (grid_mode: pixel edges aligned, so a
+    stamp keeps its field of view)."""
+    from scipy import ndimage
+
+    h, w = img.shape
+    target = (int(shape[0]), int(shape[1]))
+    if (h, w) == target:
+        return np.asarray(img, dtype=np.float32)
+    out = ndimage.zoom(np.asarray(img, dtype=np.float32), (target[0] / h, target[1] / w), order=1,
+                       mode="nearest", grid_mode=True)
+    if out.shape != target:  # zoom rounds the output shape; trim or edge-pad the odd pixel
+        out = np.pad(out[: target[0], : target[1]],
+                     [(0, max(0, target[0] - out.shape[0])), (0, max(0, target[1] - out.shape[1]))], mode="edge")
+    return out.astype(np.float32, copy=False)
+
+
+def fit_geometry(img: np.ndarray, spec, pixel_scale: float | None = None) -> np.ndarray:
+    """Bring one 2-D stamp to the model's (size, size) grid as ``spec.geometry`` allows; NaN-filled float32.
+
+    ``pixel_scale`` is the stamp's (arcsec/px). ``resample`` zooms by ``pixel_scale / spec.pixel_scale`` first
+    (NaNs are filled before interpolating, so they cannot spread), then crops or pads like ``crop``.
+    """
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D stamp, got shape {img.shape}")
+    size, geometry = spec.size, spec.geometry
+    if geometry == "exact":
+        if img.shape != (size, size):
+            raise PacketError("preprocess", f"stamp is {img.shape[0]}x{img.shape[1]}, model needs {size}x{size} "
+                                            "and does not allow cropping")
+        return fill_nan(img)
+    if geometry == "crop":
+        return fill_nan(fit_to_spec(img, size))
+    if geometry == "resize":
+        return resize(fill_nan(img), (size, size))
+    if geometry == "resample":
+        if pixel_scale is None or spec.pixel_scale is None:
+            raise PacketError("preprocess", "resampling needs the stamp's and the model's pixel scales")
+        factor = float(pixel_scale) / float(spec.pixel_scale)
+        filled = fill_nan(img)
+        if abs(factor - 1.0) > 1e-3:
+            h, w = filled.shape
+            filled = resize(filled, (max(1, round(h * factor)), max(1, round(w * factor))))
+        return fill_nan(fit_to_spec(filled, size))
+    raise ValueError(f"unknown geometry {geometry!r}")
 
 
 def fill_nan(img: np.ndarray) -> np.ndarray:
@@ -119,30 +169,98 @@ def normalise(x: np.ndarray, method: str) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def sigma_clip(x: np.ndarray, k: float) -> np.ndarray:
+    """Set pixels below ``median + k * sigma`` to the median, per image and channel (sigma = 1.4826 * MAD).
+
+    Radio images are mostly noise around the sources; clipping the noise floor (Aniyan & Thorat 2017,
+    Alhassan et al. 2018) leaves the morphology the classifier should see. Takes (N, H, W) or (N, H, W, C).
+    """
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim not in (3, 4) or arr.shape[0] == 0:
+        return np.array(arr, copy=True)
+    med = np.median(arr, axis=(1, 2), keepdims=True)
+    sigma = _MAD_TO_SIGMA * np.median(np.abs(arr - med), axis=(1, 2), keepdims=True)
+    return np.where(arr < med + k * sigma, med, arr).astype(np.float32)
+
+
+RECIPE_KEYS = ("scale", "clip_sigma", "normalise")
+
+
+def apply_recipe(x: np.ndarray, recipe: dict | None) -> np.ndarray:
+    """A model's normalisation, identical in training and serving: ``scale``, then ``clip_sigma``, then
+    ``normalise`` (see docs/models.md). Input must be NaN-free (the geometry step fills NaN)."""
+    recipe = recipe or {}
+    unknown = set(recipe) - set(RECIPE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown preprocessing step(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(RECIPE_KEYS)})")
+    out = np.asarray(x, dtype=np.float32)
+    if recipe.get("scale") is not None:
+        out = out * np.float32(recipe["scale"])
+    if recipe.get("clip_sigma") is not None:
+        out = sigma_clip(out, float(recipe["clip_sigma"]))
+    return normalise(out, recipe.get("normalise") or "raw")
+
+
+def prepare_images(images: np.ndarray, spec, pixel_scale: float | None = None) -> np.ndarray:
+    """Arrays (N, H, W) or (N, H, W, C) -> model geometry (N, size, size, C) float32, NaN-filled.
+
+    The same per-stamp `fit_geometry` the packets get in `prepare_input`, so a model is trained on exactly
+    the grid it is served on. ``pixel_scale`` is the images' (for ``resample``).
+    """
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise ValueError(f"prepare_images expects (N, H, W) or (N, H, W, C), got shape {np.shape(images)}")
+    n, _, _, c = arr.shape
+    out = np.empty((n, spec.size, spec.size, c), dtype=np.float32)
+    if spec.geometry in ("crop", "exact") and n:
+        if spec.geometry == "exact" and arr.shape[1:3] != (spec.size, spec.size):
+            raise StampflowError(f"images are {arr.shape[1]}x{arr.shape[2]}, the model needs exactly "
+                                 f"{spec.size}x{spec.size}")
+        # Vectorised: one crop/pad for the whole batch, NaN fill only where needed.
+        moved = pad_to(centre_crop(np.moveaxis(arr, -1, 1).astype(np.float32, copy=False), spec.size), spec.size)
+        out[:] = np.moveaxis(moved, 1, -1)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            for i, j in {(i, j) for i, j in zip(*np.nonzero(bad.any(axis=(1, 2))))}:
+                out[i, :, :, j] = fill_nan(out[i, :, :, j])
+        return out
+    for i in range(n):
+        for j in range(c):
+            out[i, :, :, j] = fit_geometry(arr[i, :, :, j], spec, pixel_scale)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- packets
 
 
 def prepare_input(packet, spec) -> np.ndarray:
-    """One packet -> float32 (size, size, len(spec.stamp_kinds)), channels in ``spec.stamp_kinds`` order.
+    """One packet -> float32 (size, size, C), channels in the spec's order.
 
-    Each stamp is decoded (``packet.stamps[kind].image().data``), centre-cropped / NaN-padded to ``spec.size``
-    (a crop keeps the pixel scale) and NaN-filled with its finite median. Raises `PacketError` (stage
-    ``preprocess``) if a stamp is missing, not 2-D, or needs cropping while ``spec.allow_crop`` is False.
+    Alert models: ``spec.stamp_kinds`` of ``packet.stamps``; archival models: ``spec.channels`` of
+    ``packet.band_stamps``. Each stamp is decoded, brought to the model's grid by `fit_geometry` and NaN-filled
+    with its finite median. Raises `PacketError` (stage ``preprocess``) if a stamp is missing, not 2-D, or does
+    not fit the geometry.
     """
+    if spec.channels is not None:
+        pairs = [(band, packet.band_stamps.get(band)) for band in spec.channels]
+        scale = packet.pixel_scale
+    else:
+        pairs = [(getattr(kind, "value", kind), packet.stamps.get(kind)) for kind in spec.stamp_kinds]
+        scale = spec.pixel_scale  # alert stamps are on the model's grid by routing (same survey)
     channels = []
-    for kind in spec.stamp_kinds:
-        stamp = packet.stamps.get(kind)
+    for name, stamp in pairs:
         if stamp is None:
-            raise PacketError("preprocess", f"packet {packet.candid} has no {getattr(kind, 'value', kind)} stamp")
+            raise PacketError("preprocess", f"packet {packet.candid} has no {name} stamp")
         data = np.asarray(stamp.image().data)
         if data.ndim != 2:
-            raise PacketError("preprocess", f"{getattr(kind, 'value', kind)} stamp of packet {packet.candid} "
-                                            f"is not 2-D (shape {data.shape})")
-        if not spec.allow_crop and data.shape != (spec.size, spec.size):
-            raise PacketError("preprocess", f"{getattr(kind, 'value', kind)} stamp of packet {packet.candid} is "
-                                            f"{data.shape[0]}x{data.shape[1]}, model needs {spec.size}x{spec.size} "
-                                            "and does not allow cropping")
-        channels.append(fill_nan(fit_to_spec(data, spec.size)))
+            raise PacketError("preprocess", f"{name} stamp of packet {packet.candid} is not 2-D (shape {data.shape})")
+        try:
+            channels.append(fit_geometry(data, spec, scale))
+        except PacketError as exc:
+            raise PacketError("preprocess", f"{name} stamp of packet {packet.candid}: {exc}") from None
     return np.stack(channels, axis=-1).astype(np.float32, copy=False)
 
 
@@ -153,7 +271,7 @@ def prepare_batch(packets: Sequence, spec) -> tuple[np.ndarray, list[BaseExcepti
     ``preprocess``; other exceptions are wrapped with the original as ``__cause__``). Failed rows are zeros:
     callers must drop them (e.g. ``batch[[e is None for e in errors]]``) and dead-letter the packet.
     """
-    n, c = len(packets), len(spec.stamp_kinds)
+    n, c = len(packets), spec.n_channels
     out = np.zeros((n, spec.size, spec.size, c), dtype=np.float32)
     errors: list[BaseException | None] = [None] * n
     for i, packet in enumerate(packets):

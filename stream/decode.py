@@ -34,6 +34,7 @@ allocate more; past it the message raises `DecodeError` ("decompressed size exce
 from __future__ import annotations
 
 import bz2
+import hashlib
 import io
 import json
 import lzma
@@ -83,7 +84,11 @@ _TOP_SPEC: dict[str, Any] = {
     "diaSourceId": None, "alertId": None, "lsst_schema_version": None,
     "diaSource": LSST_DIASOURCE_FIELDS, "diaObject": frozenset({"diaObjectId"}),
     **{name: None for name in EXTRA_FIELDS},
+    # stampflow cutout packets (schemas/cutout_packet): small records, read whole
+    **{name: None for name in ("cutout_schema_version", "id", "survey", "instrument", "bands", "pixel_scale",
+                               "ra", "dec", "stamps", "truth", "dataset", "split", "observed_time")},
 }
+CUTOUT_ENCODINGS = {"FITS_GZ": StampEncoding.FITS_GZ, "FITS": StampEncoding.FITS}
 
 
 def jd_to_unix(jd: float) -> float:
@@ -892,8 +897,12 @@ class SchemaEntry:
         spec = projection_spec(writer)
         projection = projection_schema(writer, named, spec)
         names = frozenset(f["name"] for f in writer["fields"])
-        survey = "LSST" if "diaSource" in names else ("ZTF" if ("candidate" in names or "objectId" in names)
-                                                      else None)
+        if "stamps" in names and "cutout_schema_version" in names:
+            survey = "CUTOUT"  # the packet's own survey field says which survey the pixels are from
+        elif "diaSource" in names:
+            survey = "LSST"
+        else:
+            survey = "ZTF" if ("candidate" in names or "objectId" in names) else None
         return cls(schema_bytes=bytes(schema_bytes), writer_json=writer_json, writer=writer,
                    projection=projection, field_names=names, survey=survey,
                    version=_schema_version(writer_json, survey), _named=named, _spec=spec)
@@ -1148,12 +1157,14 @@ class Decoder:
             raise UnsupportedPacket("ZTF alert schema 1.3 carries JPEG stamps; unsupported")
         if entry.survey is None:
             raise DecodeError(f"unrecognised alert schema {entry.writer.get('name')!r}: no candidate/objectId "
-                              f"(ZTF) or diaSource (Rubin) field")
+                              f"(ZTF), diaSource (Rubin) or stamps (stampflow cutout packet) field")
 
     # -- mapping --------------------------------------------------------------------------------------------
     def _map(self, rec: dict[str, Any], msg: RawMessage, version: str | None) -> Packet:
         if not isinstance(rec, dict):
             raise DecodeError(f"decoded record is a {type(rec).__name__}, not a record")
+        if "stamps" in rec and "cutout_schema_version" in rec:
+            return _map_cutout(rec, msg)
         if "diaSource" in rec:
             return _map_lsst(rec, msg, version)
         if "candidate" in rec or "objectId" in rec:
@@ -1254,3 +1265,46 @@ def _map_lsst(rec: dict[str, Any], msg: RawMessage, version: str | None) -> Pack
                   ra=src.get("ra"), dec=dec, band=band, schema_version=str(schema_version),
                   stamps=_stamps(rec, None), origin=msg.origin, ingest_time=msg.ingest_time, raw=msg.value,
                   flags=flags, extra=extra)
+
+
+def cutout_candid(packet_id: str) -> int:
+    """A stable positive int64 for a cutout's string id: results are keyed and typed by candid (a long)."""
+    return int.from_bytes(hashlib.sha256(packet_id.encode("utf-8")).digest()[:8], "big") & ((1 << 63) - 1)
+
+
+def _map_cutout(rec: dict[str, Any], msg: RawMessage) -> Packet:
+    packet_id = rec.get("id")
+    if not packet_id:
+        raise DecodeError("cutout packet has no id")
+    survey = rec.get("survey")
+    if not survey:
+        raise DecodeError(f"cutout packet {packet_id} has no survey")
+    band_stamps: dict[str, Stamp] = {}
+    for st in rec.get("stamps") or []:
+        band = st.get("band")
+        encoding = CUTOUT_ENCODINGS.get(st.get("encoding"))
+        if not band or encoding is None:
+            raise DecodeError(f"cutout packet {packet_id}: stamp with band {band!r} and encoding "
+                              f"{st.get('encoding')!r}")
+        if band in band_stamps:
+            raise DecodeError(f"cutout packet {packet_id}: two stamps in band {band}")
+        data = st.get("data") or b""
+        band_stamps[band] = Stamp(kind=StampKind.SCIENCE, raw=bytes(data), encoding=encoding, band=band,
+                                  shape=(int(st.get("height") or 0), int(st.get("width") or 0)))
+    if not band_stamps:
+        raise DecodeError(f"cutout packet {packet_id} has no stamps")
+    truth = rec.get("truth")
+    if truth is not None:
+        truth = {"label": truth.get("label"), "values": dict(truth.get("values") or {}),
+                 "source": truth.get("source")}
+    bands = list(rec.get("bands") or band_stamps)
+    single = bands[0] if len(band_stamps) == 1 else None
+    extra = {k: rec[k] for k in ("dataset", "split", "instrument") if rec.get(k) is not None}
+    return Packet(candid=cutout_candid(str(packet_id)), object_id=str(packet_id), survey=str(survey),
+                  alert_time=rec.get("observed_time"), ra=rec.get("ra"), dec=rec.get("dec"), band=single,
+                  schema_version=f"cutout-{rec.get('cutout_schema_version') or '1'}",
+                  # a single-band cutout also serves as the "science" stamp, so alert-style models of the same
+                  # survey (e.g. star/galaxy on ZTF cutouts) route it too
+                  stamps={StampKind.SCIENCE: band_stamps[single]} if single else {},
+                  origin=msg.origin, ingest_time=msg.ingest_time, raw=msg.value, band_stamps=band_stamps,
+                  pixel_scale=rec.get("pixel_scale"), truth=truth, packet_id=str(packet_id), extra=extra)

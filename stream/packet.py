@@ -90,6 +90,8 @@ class Stamp:
     encoding: StampEncoding
     nominal_size: int | None = None
     _image: StampImage | None = None
+    band: str | None = None                # cutout packets: the filter / frequency of this stamp
+    shape: tuple[int, int] | None = None   # (height, width) when the packet declares it: routing without decoding
 
     def image(self) -> StampImage:
         if self._image is None:
@@ -117,6 +119,12 @@ class Packet:
     raw: bytes = b""                  # original bytes, for the dead-letter sink
     flags: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Archival cutout packets: stamps by band, the survey pixel scale (arcsec/px; None: varies per object),
+    # truth labels ({"label": str | None, "values": {name: float}}) and the packet's own string id.
+    band_stamps: dict[str, Stamp] = field(default_factory=dict)
+    pixel_scale: float | None = None
+    truth: dict[str, Any] | None = None
+    packet_id: str | None = None
 
 
 @dataclass(slots=True)
