@@ -19,6 +19,11 @@ BUNDLED_ROOT = Path(__file__).resolve().parent / "artifacts"
 # family -> "module:Class"; imported lazily so listing models never imports TensorFlow.
 FAMILIES: dict[str, str] = {
     "stargal": "models.stargal:StarGalaxyGP",
+    # every CNN family is served by one metadata-driven class (docs/models.md)
+    "radio": "models.cnn:KerasCNN",
+    "deepmerge": "models.cnn:KerasCNN",
+    "morphology": "models.cnn:KerasCNN",
+    "spin": "models.cnn:KerasCNN",
 }
 
 REQUIRED_METADATA = ("name", "version", "family", "training_data", "metrics", "created", "code_version")

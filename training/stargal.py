@@ -42,6 +42,8 @@ from models.stargal import CLASSES, INPUT_SPEC, METRIC_FOR_KERNEL, WEIGHTS_FILE,
 from models.versioning import code_version
 from stream.errors import StampflowError
 from stream.packet import Origin, Packet, Stamp, StampEncoding, StampImage, StampKind
+from training.evaluation import (classification_report, confusion_matrix, next_version, stratified_folds,
+                                 stratified_split, wilson_interval)
 from training.gp import GPClassifier
 
 NAME = "stargal"
@@ -53,75 +55,6 @@ DEFAULT_VERSION = "1.0.0"
 
 
 # ------------------------------------------------------------------------------------------------ stats
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if successes <= 0 else max(0.0, centre - half)
-    hi = 1.0 if successes >= n else min(1.0, centre + half)
-    return (lo, hi)
-
-
-def confusion_matrix(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """(k, k) counts: rows true class index, columns predicted class index."""
-    m = np.zeros((k, k), dtype=np.int64)
-    np.add.at(m, (np.asarray(true, dtype=int), np.asarray(pred, dtype=int)), 1)
-    return m
-
-
-def classification_report(true: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """Accuracy + 95% Wilson CI, labelled confusion matrix (rows true, cols predicted), per-class metrics."""
-    true, pred = np.asarray(true, dtype=int), np.asarray(pred, dtype=int)
-    n = int(len(true))
-    correct = int((true == pred).sum())
-    cm = confusion_matrix(true, pred, len(classes))
-    per_class = {}
-    for i, c in enumerate(classes):
-        tp = int(cm[i, i])
-        support, predicted = int(cm[i].sum()), int(cm[:, i].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[c] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    lo, hi = wilson_interval(correct, n)
-    return {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0, "accuracy_ci95": [lo, hi],
-            "ci_method": "Wilson score interval, 95%",
-            "confusion_matrix": {"labels": list(classes), "rows": "true", "columns": "predicted",
-                                 "matrix": cm.tolist()},
-            "per_class": per_class}
-
-
-# ------------------------------------------------------------------------------------------------ splits
-
-
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split -> (train indices, test indices), both sorted."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_test = int(round(len(idx) * test_fraction))
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
-def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold id (0..k-1) per element, classes spread evenly over the folds."""
-    rng = np.random.default_rng(seed + 1)
-    fold = np.empty(len(labels), dtype=int)
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        fold[idx] = np.arange(len(idx)) % k
-    return fold
 
 
 # ---------------------------------------------------------------------------------------------- features
@@ -191,14 +124,7 @@ def predict_images(model: StarGalaxyGP, images: np.ndarray, names: Sequence[str]
 
 
 def _next_version(root: Path) -> str:
-    existing = [p.name for p in (root / NAME).glob("*") if (p / "metadata.json").exists()] if root.is_dir() else []
-    if not existing:
-        return DEFAULT_VERSION
-    latest = max(existing, key=_version_key)
-    parts = latest.split(".")
-    if len(parts) == 3 and all(p.isdigit() for p in parts):
-        return f"{parts[0]}.{int(parts[1]) + 1}.0"
-    return latest + ".1"
+    return next_version(root, NAME, DEFAULT_VERSION)
 
 
 def format_table(rows: Sequence[dict]) -> str:
