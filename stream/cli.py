@@ -107,14 +107,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream.replay import replay
-
     settings = _settings(args)
     _setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
-    stats = replay(settings, [Path(p) for p in args.paths], args.topic, rate=None if args.max_speed else args.rate,
-                   repeat=args.repeat, progress=not args.quiet)
+    paths = [Path(p) for p in args.paths]
+    rate = None if args.max_speed else args.rate
+    if args.format is None:
+        if args.out:
+            raise StampflowError("--out writes archival cutout packets; it needs --format (alert files are "
+                                 "already stream messages: classify or replay them as they are)")
+        if not args.topic:
+            raise StampflowError("replay needs --topic")
+        from stream.replay import replay
+
+        stats = replay(settings, paths, args.topic, rate=rate, repeat=args.repeat, progress=not args.quiet)
+        print(json.dumps(stats))
+        return 0
+    if bool(args.topic) == bool(args.out):
+        raise StampflowError("replay --format needs exactly one of --topic (Kafka) or --out (an .avro file)")
+    stats = replay_archive(settings, args, paths, rate)
     print(json.dumps(stats))
     return 0
+
+
+def replay_archive(settings, args: argparse.Namespace, paths: list[Path], rate: float | None) -> dict[str, Any]:
+    """Archival cutout sets -> cutout packets on a topic or in a file (training.archives names the readers)."""
+    from tqdm import tqdm
+
+    from schemas.cutout_packet import encode_cutout, write_cutout_file
+    from training.archives import iter_archive
+
+    options = _options(args.set)
+    limit = args.limit
+    counts: dict[str, int] = {"cutouts": 0, "with_truth": 0}
+
+    def cutouts():
+        for _ in range(args.repeat):
+            for c in iter_archive(args.format, paths, options, limit=limit):
+                counts["cutouts"] += 1
+                counts["with_truth"] += c.has_truth()
+                yield c
+
+    if args.out:
+        out = Path(args.out)
+        bar = tqdm(unit="cutout", desc=f"{args.format} → {out}", disable=args.quiet or None, file=sys.stderr)
+
+        def counted():
+            for c in cutouts():
+                bar.update(1)
+                yield c
+
+        n = write_cutout_file(out, counted())
+        bar.close()
+        return {"format": args.format, "out": str(out), "packets": n, "with_truth": counts["with_truth"]}
+    from stream.replay import replay_messages
+
+    stats = replay_messages(settings, ((c.id.encode(), encode_cutout(c), f"{args.format}:{c.id}") for c in cutouts()),
+                            args.topic, total=None, rate=rate, progress=not args.quiet)
+    return {"format": args.format, **stats, "with_truth": counts["with_truth"]}
+
+
+def _options(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise StampflowError(f"--set {pair!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
 
 
 # -- models / train / evaluate ----------------------------------------------------------------------------------------
@@ -138,25 +197,26 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.family != "stargal":
-        raise StampflowError(f"unknown model family '{args.family}' (known: stargal)")
-    from training import stargal
+    from training.cnn import TrainOptions
+    from training.families import train
 
     _setup_logging("INFO")
-    kwargs: dict[str, Any] = {"seed": args.seed}
-    if args.out:
-        kwargs["out_root"] = Path(args.out)
-    if args.version:
-        kwargs["version"] = args.version
-    result = stargal.train(Path(args.data), **kwargs)
+    opts = TrainOptions(data=Path(args.data), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                        from_model=args.from_model, freeze=args.freeze,
+                        out_root=Path(args.out) if args.out else None, version=args.version,
+                        mixed_precision=args.mixed_precision, learning_rate=args.learning_rate,
+                        extra=_options(args.set))
+    result = train(args.family, opts)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training import stargal
+    from training.families import evaluate
 
-    result = stargal.evaluate(args.model, Path(args.data))
+    settings = _settings(args)
+    _setup_logging("WARNING")
+    result = evaluate(args.model, Path(args.data), _options(args.set), roots=settings.models.artifact_dirs)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -198,9 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the Kafka worker")
     s.set_defaults(func=cmd_serve)
 
-    r = sub.add_parser("replay", help="produce archival alerts into a Kafka topic")
+    r = sub.add_parser("replay", help="produce archival alerts, or archival cutout sets as packets, into Kafka "
+                                      "(or cutout packets into a file)")
     r.add_argument("paths", nargs="+")
-    r.add_argument("--topic", required=True)
+    r.add_argument("--topic", help="Kafka topic to produce to")
+    r.add_argument("--format", help="archival cutout format: griese, frdeep, mirabest, radio-fits, deepmerge, "
+                                    "candels, clash, sdss-spin, ztf-stargal (default: alert files)")
+    r.add_argument("--out", help="with --format: write the cutout packets to this .avro file instead of Kafka")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="reader option, repeatable")
+    r.add_argument("--limit", type=int, help="with --format: at most this many cutouts per repeat")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--rate", type=float, default=None, help="messages per second")
     g.add_argument("--max-speed", action="store_true", help="as fast as the broker takes them (default)")
@@ -214,9 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--json", action="store_true")
     ml.set_defaults(func=cmd_models_list)
 
-    t = sub.add_parser("train", help="train a model family")
-    t.add_argument("family", help="stargal")
-    t.add_argument("--data", required=True, help="directory of star_*.fits / galaxy_*.fits cutouts")
+    t = sub.add_parser("train", help="train a model family; writes a versioned artifact with plots")
+    t.add_argument("family", help="stargal, radio, deepmerge, morphology or spin")
+    t.add_argument("--data", required=True, help="the family's archival data (file or directory)")
+    t.add_argument("--epochs", type=int, help="training epochs (default: the family's)")
+    t.add_argument("--batch-size", type=int, help="training batch size (default: the family's)")
+    t.add_argument("--from", dest="from_model", metavar="MODEL",
+                   help="transfer learning: start from this model (name, name@version or artifact directory)")
+    t.add_argument("--freeze", type=int, help="with --from: freeze the first N layers that have weights")
+    t.add_argument("--learning-rate", type=float, help="optimiser learning rate (default: the family's)")
+    t.add_argument("--mixed-precision", action="store_true", help="float16 compute on a GPU (ignored on CPU)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="family option, repeatable")
     t.add_argument("--out", help="registry root to write the artifact to (default: bundled artifacts)")
     t.add_argument("--version", help="artifact version (default: next)")
     t.add_argument("--seed", type=int, default=0)
@@ -225,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a model on labelled data; prints JSON")
     e.add_argument("model", help="model name, name@version, or artifact directory")
     e.add_argument("--data", required=True)
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="family option, e.g. split=valid")
     e.set_defaults(func=cmd_evaluate)
 
     tp = sub.add_parser("top", help="live terminal view of a worker's metrics (or of Prometheus)")
