@@ -25,7 +25,11 @@ class Source(BaseModel):
     index: Optional[int] = None
 
 
-class ModelPrediction(BaseModel):
+#: The result schema version the worker writes (v2 adds cutout-packet fields; v1 readers resolve it).
+RESULT_VERSION = 2
+
+
+class ModelPredictionV1(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     model: str
     model_version: str
@@ -34,7 +38,19 @@ class ModelPrediction(BaseModel):
     uncertainty: float
 
 
-class ClassificationResult(BaseModel):
+class ModelPrediction(ModelPredictionV1):
+    task: str = "classification"
+    values: dict[str, float] = Field(default_factory=dict)
+    correct: Optional[bool] = None
+
+
+class Truth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: Optional[str] = None
+    values: dict[str, float] = Field(default_factory=dict)
+
+
+class ClassificationResultV1(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     schema_version: str = "1"
     candid: int
@@ -45,7 +61,28 @@ class ClassificationResult(BaseModel):
     ingest_time: float
     classified_time: float
     flags: list[str] = Field(default_factory=list)
+    predictions: list[ModelPredictionV1] = Field(default_factory=list)
+    code_version: str
+    config_hash: str
+
+
+class ClassificationResult(BaseModel):
+    """Schema v2 (schemas/classification/v2.avsc)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    schema_version: str = "2"
+    candid: int
+    objectId: str
+    survey: str
+    source: Source
+    alert_time: Optional[float] = None
+    ingest_time: float
+    classified_time: float
+    flags: list[str] = Field(default_factory=list)
     predictions: list[ModelPrediction] = Field(default_factory=list)
+    packet_id: Optional[str] = None
+    dataset: Optional[str] = None
+    truth: Optional[Truth] = None
     code_version: str
     config_hash: str
 
@@ -64,18 +101,23 @@ class DeadLetterRecord(BaseModel):
 
 
 @lru_cache(maxsize=None)
-def load_schema(kind: str, version: int = 1) -> dict:
-    """Parsed Avro schema for ``classification`` or ``dead_letter`` at ``version``."""
+def load_schema(kind: str, version: int | None = None) -> dict:
+    """Parsed Avro schema for ``classification`` (default: the version the worker writes) or ``dead_letter``."""
+    if version is None:
+        version = RESULT_VERSION if kind == "classification" else 1
     path = SCHEMA_DIR / kind / f"v{version}.avsc"
     return fastavro.parse_schema(json.loads(path.read_text()))
 
 
-def encode_schemaless(record: dict, kind: str = "classification", version: int = 1) -> bytes:
+def encode_schemaless(record: dict, kind: str = "classification", version: int | None = None) -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, load_schema(kind, version), record)
     return buf.getvalue()
 
 
-def decode_schemaless(data: bytes, kind: str = "classification", version: int = 1) -> dict:
-    schema = load_schema(kind, version)
-    return fastavro.schemaless_reader(io.BytesIO(data), schema, schema)
+def decode_schemaless(data: bytes, kind: str = "classification", version: int | None = None,
+                      reader_version: int | None = None) -> dict:
+    """Decode with the writer schema ``version``; ``reader_version`` resolves it to an older reader (a v1 client)."""
+    writer = load_schema(kind, version)
+    reader = load_schema(kind, reader_version) if reader_version is not None else writer
+    return fastavro.schemaless_reader(io.BytesIO(data), writer, reader)

@@ -7,9 +7,10 @@ skip one. Model calls are the only heavy work and they release the GIL inside nu
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -76,7 +77,7 @@ class Engine:
     def __init__(self, source: Source, sink: Sink, classifiers: Sequence[Classifier], decoder: Decoder,
                  metrics: Metrics, *, max_batch: int, max_wait_ms: int, max_consecutive_failures: int,
                  code_version: str, config_hash: str, lag_interval_s: float = 5.0,
-                 on_batch: Callable[[BatchOutcome], None] | None = None):
+                 on_batch: Callable[[BatchOutcome], None] | None = None, accuracy_window: int = 500):
         self.source = source
         self.sink = sink
         self.classifiers = list(classifiers)
@@ -93,6 +94,10 @@ class Engine:
         self.stats = RunStats()
         self.consecutive_failures = 0
         self._last_lag = 0.0
+        self.accuracy_window = accuracy_window
+        # per model: the last N truth scores (1/0 for labels, squared errors for regression values)
+        self._hits: dict[str, deque] = {}
+        self._sq_errors: dict[str, deque] = {}
         metrics.build_info.labels(code_version, config_hash).set(1)
         for c in self.classifiers:
             metrics.model_info.labels(c.name, c.version, c.info.family).set(1)
@@ -218,18 +223,61 @@ class Engine:
 
     def _result(self, p: Packet, preds: list[tuple[Classifier, BatchPrediction, int]], now: float) -> dict[str, Any]:
         flags = list(p.flags)
+        truth_label = p.truth.get("label") if p.truth else None
         out = []
         for clf, pred, row in preds:
             probs = pred.probabilities[row]
-            out.append({"model": clf.name, "model_version": clf.version, "label": pred.labels[row],
-                        "probabilities": {c: float(v) for c, v in zip(pred.classes, probs)},
-                        "uncertainty": float(pred.uncertainty[row])})
+            regression = pred.task == "regression"
+            label = pred.labels[row]
+            correct = None
+            if truth_label is not None and not regression and truth_label in pred.classes:
+                correct = label == truth_label
+            out.append({"model": clf.name, "model_version": clf.version, "label": label,
+                        "probabilities": {} if regression else {c: float(v) for c, v in zip(pred.classes, probs)},
+                        "uncertainty": float(pred.uncertainty[row]), "task": pred.task,
+                        "values": {c: float(v) for c, v in zip(pred.classes, probs)} if regression else {},
+                        "correct": correct})
         if not preds:
             flags.append("unrouted")
-        return {"schema_version": "1", "candid": int(p.candid), "objectId": p.object_id, "survey": p.survey,
+        truth = None
+        if p.truth:
+            truth = {"label": truth_label, "values": {k: float(v) for k, v in (p.truth.get("values") or {}).items()}}
+        return {"schema_version": "2", "candid": int(p.candid), "objectId": p.object_id, "survey": p.survey,
                 "source": p.origin.as_dict(), "alert_time": p.alert_time, "ingest_time": p.ingest_time,
-                "classified_time": now, "flags": flags, "predictions": out, "code_version": self.code_version,
-                "config_hash": self.config_hash}
+                "classified_time": now, "flags": flags, "predictions": out, "packet_id": p.packet_id,
+                "dataset": p.extra.get("dataset") if p.packet_id else None, "truth": truth,
+                "code_version": self.code_version, "config_hash": self.config_hash}
+
+    def _score_truth(self, result: dict[str, Any]) -> set[str]:
+        """Feed the running accuracy / RMSE windows from a truth-labelled result; returns the models scored."""
+        truth = result["truth"]
+        scored: set[str] = set()
+        for pred in result["predictions"]:
+            model = pred["model"]
+            if pred["correct"] is not None:
+                self._hits.setdefault(model, deque(maxlen=self.accuracy_window)).append(1 if pred["correct"] else 0)
+                self.metrics.truth_labelled.labels(model).inc()
+                if pred["correct"]:
+                    self.metrics.truth_correct.labels(model).inc()
+                scored.add(model)
+            outputs = pred["values"] or (pred["probabilities"] if pred["task"] == "fractions" else {})
+            common = [k for k in outputs if k in truth["values"]]
+            if common:
+                err = sum((outputs[k] - truth["values"][k]) ** 2 for k in common) / len(common)
+                self._sq_errors.setdefault(model, deque(maxlen=self.accuracy_window)).append(err)
+                if pred["correct"] is None:
+                    self.metrics.truth_labelled.labels(model).inc()
+                scored.add(model)
+        return scored
+
+    def _publish_truth_gauges(self, models: set[str]) -> None:
+        for model in models:
+            hits = self._hits.get(model)
+            if hits:
+                self.metrics.running_accuracy.labels(model).set(sum(hits) / len(hits))
+            errors = self._sq_errors.get(model)
+            if errors:
+                self.metrics.running_rmse.labels(model).set(math.sqrt(sum(errors) / len(errors)))
 
     # -- delivery --------------------------------------------------------------------------------------------------
     def handle(self, items: list[Item]) -> BatchOutcome:
@@ -262,7 +310,10 @@ class Engine:
         classified: Counter[tuple[str, str]] = Counter()
         ingest_latency = m.latency.labels("ingest")
         alert_latency = m.latency.labels("alert")
+        scored: set[str] = set()
         for p, r in zip(outcome.packets, outcome.results):
+            if r["truth"] is not None and r["predictions"]:
+                scored |= self._score_truth(r)
             topic = p.origin.topic or "file"
             published[topic] += 1
             if not r["predictions"]:
@@ -274,6 +325,7 @@ class Engine:
             ingest_latency.observe(max(0.0, now - p.ingest_time))
             if p.alert_time is not None:
                 alert_latency.observe(max(0.0, now - p.alert_time))
+        self._publish_truth_gauges(scored)
         for topic, n in published.items():
             m.published.labels(topic).inc(n)
         for topic, n in unrouted.items():

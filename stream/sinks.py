@@ -21,7 +21,7 @@ from stream.packet import DeadLetter
 
 log = logging.getLogger(__name__)
 
-RESULT_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema", b"stampflow.classification.v1")]
+RESULT_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema", b"stampflow.classification.v2")]
 DEAD_LETTER_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema", b"stampflow.dead_letter.v1")]
 
 
