@@ -104,8 +104,17 @@ def to_record(c: Cutout, compress: bool = True) -> dict[str, Any]:
 def encode_cutout(c: Cutout, compress: bool = True) -> bytes:
     """One stream message: an Avro object container holding this one record (null codec: stamps are gzipped)."""
     buf = io.BytesIO()
-    fastavro.writer(buf, parsed_schema(), [to_record(c, compress)], codec="null")
+    fastavro.writer(buf, parsed_schema(), [to_record(c, compress)], codec="null", sync_marker=_sync_marker())
     return buf.getvalue()
+
+
+@lru_cache(maxsize=None)
+def _sync_marker() -> bytes:
+    """A fixed sync marker (fastavro draws a random one per writer): the same cutout then always encodes to the
+    same message bytes, so replays are idempotent and messages of a stream share one header prefix."""
+    import hashlib
+
+    return hashlib.sha256(schema_text().encode()).digest()[:16]
 
 
 def write_cutout_file(path: str | Path, cutouts: Iterable[Cutout], compress: bool = True) -> int:
