@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-results.jsonl
 PYTEST_ARGS ?=
 export STAMPFLOW_DATA
 
-.PHONY: demo test test-unit install dev kafka-start kafka-stop bench clean
+.PHONY: demo test test-unit install dev kafka-start kafka-stop bench bench-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ kafka-stop:
 
 bench: dev
 	$(BIN)/python bench/run_pipeline_bench.py
+
+## make bench-models: inference images/s per model at batch 1/32/256 (serving tf.function vs model.predict), RSS.
+bench-models: dev
+	$(BIN)/python bench/run_model_bench.py
 
 clean:
 	rm -rf $(VENV) $(KAFKA_RUN) .pytest_cache demo-results.jsonl demo-dead-letters
