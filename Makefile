@@ -32,12 +32,14 @@ demo: install
 
 ## make test: the whole suite, unit and integration, against a real Kafka broker started and stopped here.
 test: dev
+	bash deploy/tools/install-validators.sh
 	@bash -c 'bash deploy/kafka/kafka.sh start $(KAFKA_RUN) >/dev/null || exit 1; \
 	trap "bash deploy/kafka/kafka.sh stop $(KAFKA_RUN) >/dev/null" EXIT; \
 	TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN)/bootstrap) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; exit 1; fi; exit $$rc'
 
 test-unit: dev
+	bash deploy/tools/install-validators.sh
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 kafka-start:
