@@ -5,17 +5,23 @@ process without clashing. Names are part of the contract with deploy/prometheus 
 """
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
-                               start_http_server)
+                               make_wsgi_app)
 
 # Alert-time latency spans sub-second (live) to days (archival replay); ingest latency is sub-second to minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
                    6 * 3600, 86400, 7 * 86400, 365 * 86400, float("inf"))
+LATENCY_REFERENCES = ("alert", "ingest")
+DEAD_LETTER_STAGES = ("read", "decode", "cutout", "preprocess", "classify")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, float("inf"))
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf"))
 
@@ -43,6 +49,11 @@ class Health:
 
     def ready(self) -> bool:
         return self.models_loaded and self.assigned and not self.stopping
+
+    def not_ready_because(self) -> str:
+        why = [w for w, bad in (("models loading", not self.models_loaded), ("no partitions assigned",
+               not self.assigned), ("stopping", self.stopping)) if bad]
+        return ", ".join(why) or "ready"
 
     def as_dict(self) -> dict:
         return {"live": self.live(), "ready": self.ready(), "models_loaded": self.models_loaded,
@@ -100,9 +111,47 @@ class Metrics:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
+    def prime(self, topics: Iterable[str], models: Iterable[str]) -> None:
+        """Create the labelled series a worker will use, at zero, before any traffic.
+
+        Prometheus' rate() only counts increases between samples it has stored: a series born on the first
+        batch with its value already at 38 contributes nothing, so a short replay would read as zero alerts/s
+        and NaN latency. Subscriptions by pattern ('^ztf_.*') name no topic, so they are left to appear lazily.
+        """
+        topics = [t for t in topics if not t.startswith("^")]
+        models = list(models)
+        for ref in LATENCY_REFERENCES:
+            self.latency.labels(ref)
+        for model in models:
+            self.inference.labels(model)
+        for topic in topics:
+            self.consumed.labels(topic)
+            self.decoded.labels(topic)
+            self.published.labels(topic)
+            self.unrouted.labels(topic)
+            for stage in DEAD_LETTER_STAGES:
+                self.dead_lettered.labels(topic, stage)
+            for model in models:
+                self.classified.labels(topic, model)
+
+    def set_ready_gauge(self) -> None:
+        self.ready.set(1 if self.health.ready() else 0)
+
     def serve(self, host: str, port: int) -> int:
-        """Start the /metrics HTTP server in a daemon thread; returns the bound port."""
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        """Start the HTTP server (/metrics, /livez, /readyz, /healthz) in a daemon thread; returns the bound
+        port (``port`` 0 picks a free one)."""
+        app = health_app(self.health, make_wsgi_app(self.registry))
+
+        class Server(_ThreadingWSGIServer):
+            pass
+
+        # An IPv6 bind address ("::") needs an AF_INET6 socket; WSGIServer defaults to AF_INET.
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                       flags=socket.AI_PASSIVE)[0]
+        Server.address_family = family
+        self._server = make_server(sockaddr[0], port, app, Server, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._thread.start()
         return self._server.server_port
 
     def close(self) -> None:
@@ -110,3 +159,54 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    # A slow scraper must not hold up a health probe, and probes must not keep the process alive at exit.
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # Probes every few seconds would flood the worker's log with access lines.
+    def log_message(self, format, *args):  # noqa: A002 - signature fixed by BaseHTTPRequestHandler
+        return None
+
+
+def health_app(health: Health, metrics_app):
+    """WSGI app: /metrics goes to prometheus_client (gzip and OpenMetrics negotiation included), the probes
+    read ``health``; anything else is a 404 so a typo in a probe path fails loudly instead of reading 200."""
+
+    def text(start_response, ok: bool, body: str, content_type: str = "text/plain; charset=utf-8"):
+        data = body.encode()
+        start_response("200 OK" if ok else "503 Service Unavailable",
+                       [("Content-Type", content_type), ("Content-Length", str(len(data))),
+                        ("Cache-Control", "no-store")])
+        return [data]
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Length", "0")])
+            return [b""]
+        if path == "/livez":
+            ok = health.live()
+            return text(start_response, ok, "ok\n" if ok else f"poll loop has not turned for "
+                        f"{time.monotonic() - health.last_poll_monotonic:.0f}s\n")
+        if path == "/readyz":
+            ok = health.ready()
+            return text(start_response, ok, "ok\n" if ok else f"not ready: {health.not_ready_because()}\n")
+        if path == "/healthz":
+            state = health.as_dict()
+            return text(start_response, state["live"] and state["ready"], json.dumps(state) + "\n",
+                        "application/json")
+        if path == "/":
+            return text(start_response, True, "stampflow worker: /metrics /livez /readyz /healthz\n")
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        return [b"not found\n"]
+
+    return app

@@ -5,7 +5,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -17,6 +17,7 @@ from stream.decode import Decoder
 from stream.engine import Engine
 from stream.errors import StampflowError
 from stream.metrics import Metrics
+from stream.metrics_log import MetricsLogger
 from stream.packet import Framing
 from models.versioning import code_version
 from stream.schema_registry import SchemaResolver
@@ -26,13 +27,16 @@ from stream.sources import KafkaSource, Source
 log = logging.getLogger(__name__)
 
 
-def load_classifiers(settings: Settings, names: Sequence[str] | None = None) -> list[Classifier]:
+def load_classifiers(settings: Settings, names: Sequence[str] | None = None,
+                     on_loaded: Callable[[], None] | None = None) -> list[Classifier]:
     registry = Registry(settings.models.artifact_dirs)
     out = []
     for spec in names or settings.models.names:
         clf = registry.load(spec)
         log.info("loaded model %s@%s (%s)", clf.name, clf.version, clf.info.family)
         out.append(clf)
+        if on_loaded is not None:
+            on_loaded()
     return out
 
 
@@ -64,13 +68,16 @@ def check_broker(bootstrap: str, common: dict, timeout_s: float = 10.0, topics: 
             raise StampflowError(f"input topic {topic} on {bootstrap}: {info.error.str()}")
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT finish the batch in flight, flush, commit and close; a second signal exits at once."""
+def install_signal_handlers(stop: threading.Event, on_stop: Callable[[], None] | None = None) -> None:
+    """SIGTERM/SIGINT finish the batch in flight, flush, commit and close; a second signal exits at once.
+    ``on_stop`` runs on the first signal (the worker drops readiness there, so traffic drains away first)."""
     def handler(signum, frame):
         if stop.is_set():
             raise SystemExit(128 + signum)
         log.info("received %s: finishing the batch in flight, then flushing and committing",
                  signal.Signals(signum).name)
+        if on_stop is not None:
+            on_stop()
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
@@ -90,30 +97,58 @@ def serve(settings: Settings) -> dict:
     """The Kafka worker: runs until SIGTERM/SIGINT, the error budget, or a fatal broker error."""
     k = settings.kafka
     check_broker(k.bootstrap_servers, k.common, topics=k.input_topics)
-    classifiers = load_classifiers(settings)
     metrics = Metrics()
+    health = metrics.health
+    health.live_timeout_s = settings.metrics.live_timeout_s
+    metrics.set_ready_gauge()
+    # The HTTP server comes up before the (slow) model load, so an orchestrator can probe liveness while
+    # TensorFlow imports; /readyz stays 503 until the models are loaded and partitions are assigned.
     if settings.metrics.enabled:
         try:
             port = metrics.serve(settings.metrics.host, settings.metrics.port)
         except OSError as exc:
             raise StampflowError(f"cannot serve metrics on {settings.metrics.host}:{settings.metrics.port}: "
-                                 f"{exc.strerror}") from None
-        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
-    sink = KafkaSink(settings.producer_config(), k.result_topic, k.dead_letter_topic, code_version(),
-                     k.delivery_timeout_s, transactional=k.exactly_once)
-    source = KafkaSource(settings.consumer_config(), k.input_topics, Framing(settings.schemas.framing),
-                         k.start_timestamp_ms)
-    engine = build_engine(settings, source, sink, classifiers, metrics)
-    install_signal_handlers(engine.stop_event)
-    log.info("serving %s -> %s (dead letters: %s), models %s, %s delivery", ",".join(k.input_topics),
-             k.result_topic, k.dead_letter_topic, ",".join(f"{c.name}@{c.version}" for c in classifiers),
-             "exactly-once" if k.exactly_once else "at-least-once")
+                                 f"{exc.strerror or exc}") from None
+        log.info("metrics on http://%s:%d/metrics (health: /livez /readyz /healthz)", settings.metrics.host, port)
+    metrics_log = None
     try:
+        if settings.metrics.log_file is not None:
+            metrics_log = start_metrics_log(metrics, settings.metrics.log_file, settings.metrics.log_interval_s)
+        classifiers = load_classifiers(settings, on_loaded=health.beat)
+        health.models_loaded = True
+        metrics.prime(k.input_topics, [c.name for c in classifiers])
+        health.beat()  # the liveness clock starts now, not when Metrics() was built before the load
+        metrics.set_ready_gauge()
+        sink = KafkaSink(settings.producer_config(), k.result_topic, k.dead_letter_topic, code_version(),
+                         k.delivery_timeout_s, transactional=k.exactly_once)
+        source = KafkaSource(settings.consumer_config(), k.input_topics, Framing(settings.schemas.framing),
+                             k.start_timestamp_ms)
+        engine = build_engine(settings, source, sink, classifiers, metrics)
+
+        def drop_readiness() -> None:
+            health.stopping = True
+            metrics.set_ready_gauge()
+
+        install_signal_handlers(engine.stop_event, on_stop=drop_readiness)
+        log.info("serving %s -> %s (dead letters: %s), models %s, %s delivery", ",".join(k.input_topics),
+                 k.result_topic, k.dead_letter_topic, ",".join(f"{c.name}@{c.version}" for c in classifiers),
+                 "exactly-once" if k.exactly_once else "at-least-once")
         stats = engine.run()
     finally:
+        health.stopping = True
+        metrics.set_ready_gauge()
+        if metrics_log is not None:
+            metrics_log.stop()  # after engine.run(): the last line holds the final counts
         metrics.close()
     log.info("stopped cleanly: %s", stats.summary())
     return stats.summary()
+
+
+def start_metrics_log(metrics: Metrics, path: Path, interval_s: float) -> MetricsLogger:
+    try:
+        return MetricsLogger(metrics.registry, path, interval_s).start()
+    except OSError as exc:
+        raise StampflowError(f"cannot write metrics log {path}: {exc.strerror or exc}") from None
 
 
 def file_sink(settings: Settings, out: Path, fmt: str | None = None) -> FileSink:
