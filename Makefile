@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-results.jsonl
 PYTEST_ARGS ?=
 export STAMPFLOW_DATA
 
-.PHONY: demo test test-unit install dev kafka-start kafka-stop bench bench-models clean
+.PHONY: demo test test-unit install dev kafka-start kafka-stop bench bench-models clean prometheus-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,16 +31,20 @@ demo: install
 	$(BIN)/stampflow classify $(DEMO_INPUT) --out $(DEMO_OUT) --dead-letters demo-dead-letters --show 20
 
 ## make test: the whole suite, unit and integration, against a real Kafka broker started and stopped here.
-test: dev
+test: dev prometheus-tools
 	bash deploy/tools/install-validators.sh
 	@bash -c 'bash deploy/kafka/kafka.sh start $(KAFKA_RUN) >/dev/null || exit 1; \
 	trap "bash deploy/kafka/kafka.sh stop $(KAFKA_RUN) >/dev/null" EXIT; \
 	TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN)/bootstrap) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; exit 1; fi; exit $$rc'
 
-test-unit: dev
+test-unit: dev prometheus-tools
 	bash deploy/tools/install-validators.sh
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+## Prometheus and promtool from Debian (the rule tests and the real-Prometheus integration test use them).
+prometheus-tools:
+	bash deploy/prometheus/install.sh
 
 kafka-start:
 	bash deploy/kafka/kafka.sh start $(KAFKA_RUN)

@@ -38,7 +38,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     from stream.file_source import FileSource
     from stream.sources import IterSource
-    from stream.worker import build_engine, file_sink, load_classifiers
+    from stream.metrics import Metrics
+    from stream.worker import build_engine, file_sink, load_classifiers, start_metrics_log
 
     overrides: dict[str, Any] = {}
     if args.dead_letters:
@@ -59,8 +60,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if len(shown) < args.show:
             shown.extend(outcome.results[: args.show - len(shown)])
 
-    engine = build_engine(settings, IterSource(files.iter_messages()), sink, classifiers, on_batch=on_batch)
-    stats = engine.run()
+    metrics = Metrics()
+    metrics_log = None
+    if settings.metrics.log_file:  # file runs get the same metrics log as workers, for `stampflow report`
+        metrics_log = start_metrics_log(metrics, settings.metrics.log_file, settings.metrics.log_interval_s)
+    engine = build_engine(settings, IterSource(files.iter_messages()), sink, classifiers, metrics, on_batch=on_batch)
+    try:
+        stats = engine.run()
+    finally:
+        if metrics_log is not None:
+            metrics_log.stop()
     bar.close()
     skipped = files.stats.get("skipped", 0)
     if stats.consumed == 0:

@@ -94,6 +94,7 @@ class Engine:
         self.stats = RunStats()
         self.consecutive_failures = 0
         self._last_lag = 0.0
+        self._lag_series: set[tuple[str, str]] = set()
         self.accuracy_window = accuracy_window
         # per model: the last N truth scores (1/0 for labels, squared errors for regression values)
         self._hits: dict[str, deque] = {}
@@ -361,8 +362,14 @@ class Engine:
             return
         self._last_lag = now
         try:
-            for (topic, partition), lag in self.source.lag().items():
-                self.metrics.lag.labels(topic, str(partition)).set(lag)
+            current = {(topic, str(partition)): lag for (topic, partition), lag in self.source.lag().items()}
+            for key, lag in current.items():
+                self.metrics.lag.labels(*key).set(lag)
+            # A partition revoked in a rebalance is another worker's now: drop its series, or its last value
+            # would linger and double-count lag (and could fire the stalled-worker alert).
+            for key in self._lag_series - current.keys():
+                self.metrics.lag.remove(*key)
+            self._lag_series = set(current)
         except Exception as exc:  # lag is observability only; never stop the pipeline for it
             log.warning("could not refresh consumer lag: %s", exc)
 

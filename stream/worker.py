@@ -90,7 +90,8 @@ def build_engine(settings: Settings, source: Source, sink: Sink, classifiers: It
                   max_batch=settings.batch.max_size, max_wait_ms=settings.batch.max_wait_ms,
                   max_consecutive_failures=settings.errors.max_consecutive_failures,
                   code_version=code_version(), config_hash=settings.config_hash(),
-                  lag_interval_s=settings.kafka.lag_interval_s, **kw)
+                  lag_interval_s=settings.kafka.lag_interval_s,
+                  accuracy_window=settings.metrics.accuracy_window, **kw)
 
 
 def serve(settings: Settings) -> dict:

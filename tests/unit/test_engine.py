@@ -272,3 +272,25 @@ def test_cli_classify_with_no_alert_files_fails_clearly(tmp_path, capsys):
     assert main(["classify", str(tmp_path / "in"), "--quiet", "--out", str(tmp_path / "r.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no alerts found" in err and "1 files skipped" in err and "\n" not in err
+
+
+def test_lag_series_of_revoked_partitions_are_removed(tmp_path):
+    class LagSource(IterSource):
+        def __init__(self):
+            super().__init__(iter([]))
+            self.lags = {("alerts", 0): 5, ("alerts", 1): 7}
+
+        def lag(self):
+            return dict(self.lags)
+
+    src = LagSource()
+    metrics = Metrics()
+    engine = Engine(src, FileSink(tmp_path / "o.jsonl", "jsonl", tmp_path / "d", "v"), [], Decoder(), metrics,
+                    max_batch=4, max_wait_ms=1, max_consecutive_failures=10, code_version="v", config_hash="h")
+    engine._maybe_update_lag(force=True)
+    get = metrics.registry.get_sample_value
+    assert get("stampflow_consumer_lag", {"topic": "alerts", "partition": "1"}) == 7
+    src.lags = {("alerts", 0): 2}  # partition 1 revoked in a rebalance
+    engine._maybe_update_lag(force=True)
+    assert get("stampflow_consumer_lag", {"topic": "alerts", "partition": "0"}) == 2
+    assert get("stampflow_consumer_lag", {"topic": "alerts", "partition": "1"}) is None
