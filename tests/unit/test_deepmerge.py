@@ -193,4 +193,21 @@ def test_train_evaluate_and_replay(mock_dir, tmp_path):
     c = cutouts[0]
     assert c.survey == "HST" and c.bands == ["F814W", "F160W"] and c.pixel_scale == dm.PIXEL_SCALE
     assert c.images["F160W"].shape == (75, 75) and c.dataset == "deepmerge-pristine-mock"
-    assert len(encode_cutout(c)) > 1000
+    # replayed as a packet, decoded and routed like the worker does, it scores as in evaluation
+    from models.preprocess import prepare_batch
+    from stream.decode import Decoder
+    from stream.packet import Origin, RawMessage
+
+    noisy = list(dd.iter_deepmerge_cutouts(mock_dir, variant="noisy", format="fits", start="18", limit="4"))
+    packets = [Decoder().decode(RawMessage(encode_cutout(x), Origin(topic="t", partition=0, offset=i)))
+               for i, x in enumerate(noisy)]
+    assert all(clf.input_spec.accepts(pk) for pk in packets)
+    batch, errors = prepare_batch(packets, clf.input_spec)
+    assert errors == [None] * 4
+    served = clf.predict_batch(batch).probabilities[:, 1]
+    from training.deepmerge import prepared_inputs
+    from training.cnn import predict_array
+
+    data = dd.read_hlsp(mock_dir, variant="noisy", fmt="fits")
+    direct = predict_array(clf.model, prepared_inputs(data, np.arange(18, 22)))[:, 0]
+    np.testing.assert_allclose(served, direct, rtol=1e-4, atol=1e-5)
