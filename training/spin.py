@@ -14,8 +14,9 @@ Training (`train`), following sdss_CNN (see models/spin.py):
    inference images/s at batch 256; artifact ``spin`` (``trained_on`` "mock" for our mock sets).
 
 Architecture: ``--set arch=bundled`` (default: half width, stride-2 first convolution, global average pooling,
-~0.13 M parameters, trainable in minutes on a CPU) or ``arch=seed`` (the exact 5,994,145-parameter sdss_CNN);
-``width``, ``head`` and ``first_stride`` override single settings.
+0.1 dropout after the convolutions, ~0.13 M parameters, trainable in minutes on a CPU) or ``arch=seed`` (the
+exact 5,994,145-parameter sdss_CNN); ``width``, ``head``, ``first_stride`` and ``conv_dropout`` override single
+settings.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def architecture(opts) -> dict[str, Any]:
     if arch == "bundled":
         cfg = dict(BUNDLED_CONFIG)
     elif arch == "seed":
-        cfg = {"width": 1.0, "head": "flatten", "first_stride": 1}
+        cfg = {"width": 1.0, "head": "flatten", "first_stride": 1, "conv_dropout": None}
     else:
         raise StampflowError(f"--set arch={arch}: bundled or seed")
     if opts.get("width") is not None:
@@ -85,6 +86,8 @@ def architecture(opts) -> dict[str, Any]:
         cfg["head"] = opts.get("head")
     if opts.get("first_stride") is not None:
         cfg["first_stride"] = opts.get("first_stride", cast=int)
+    if opts.get("conv_dropout") is not None:
+        cfg["conv_dropout"] = opts.get("conv_dropout", cast=float)
     return {"arch": arch, **cfg}
 
 
@@ -135,7 +138,8 @@ def train(opts) -> dict[str, Any]:
         frozen = freeze_first(model, opts.freeze) if opts.freeze else []
         transfer = {"from": f"{src.name}@{src.version}", "frozen_layers": frozen}
     else:
-        model = build_model(width=cfg["width"], head=cfg["head"], first_stride=cfg["first_stride"], seed=seed)
+        model = build_model(width=cfg["width"], head=cfg["head"], first_stride=cfg["first_stride"],
+                            conv_dropout=cfg["conv_dropout"], seed=seed)
         transfer = None
     lr = opts.learning_rate or DEFAULT_LR
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse",
@@ -171,7 +175,7 @@ def train(opts) -> dict[str, Any]:
                 "device": device, "history": result.history, "transfer": transfer}
     extra = {"architecture_note": "sdss_CNN (Duckworth): conv 64/96/128/192/192 (6,5,2,2,2), dropout "
                                   "0.5/0.25x4, max-pool after conv2 and conv3, dense 128-64-1; bundled = half "
-                                  "width, stride-2 conv1, global average pooling"}
+                                  "width, stride-2 conv1, global average pooling, conv dropout 0.1"}
     with tempfile.TemporaryDirectory() as tmp:
         extra["plots"] = write_training_plots(result.history, Path(tmp), test, TASK, CLASSES, true=y_te, pred=p_te,
                                               name=NAME)
