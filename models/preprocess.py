@@ -20,7 +20,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -136,8 +136,8 @@ def normalise(x: np.ndarray, method: str) -> np.ndarray:
       noise, so the stretch is linear within ~1 sigma of the sky and logarithmic for bright sources); if the
       MAD is 0 we fall back to the standard deviation, and to 1 for a constant image.
 
-    Statistics are computed over the two spatial axes in float64; input must already be NaN-free
-    (see `fill_nan`).
+    Statistics are computed over the two spatial axes (medians in float32, the rest in float64); input must
+    already be NaN-free (see `fill_nan`).
     """
     if method not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation '{method}' (choose from {', '.join(NORMALISATIONS)})")
@@ -146,27 +146,55 @@ def normalise(x: np.ndarray, method: str) -> np.ndarray:
         raise ValueError(f"normalise expects (N, H, W) or (N, H, W, C), got shape {arr.shape}")
     if method == "raw" or arr.shape[0] == 0:
         return np.array(arr, dtype=np.float32, copy=True)
-    a = arr.astype(np.float64)
-    axes = (1, 2)
+    # Medians dominate the cost: on contiguous float32 rows (one per image and channel) they are ~3x faster
+    # than over two strided axes in float64. Mean-based statistics stay in float64.
+    rows, restore = _rows(arr, np.float32 if method == "asinh" else np.float64)
     if method == "minmax":
-        lo = a.min(axis=axes, keepdims=True)
-        span = a.max(axis=axes, keepdims=True) - lo
-        out = np.divide(a - lo, span, out=np.zeros_like(a), where=span > 0)
+        lo = rows.min(axis=1, keepdims=True)
+        span = rows.max(axis=1, keepdims=True) - lo
+        out = np.divide(rows - lo, span, out=np.zeros_like(rows), where=span > 0)
     elif method == "l2":
-        norm = np.sqrt((a * a).sum(axis=axes, keepdims=True))
-        out = np.divide(a, norm, out=np.zeros_like(a), where=norm > 0)
+        norm = np.sqrt((rows * rows).sum(axis=1, keepdims=True))
+        out = np.divide(rows, norm, out=np.zeros_like(rows), where=norm > 0)
     elif method == "zscore":
-        centred = a - a.mean(axis=axes, keepdims=True)
-        std = a.std(axis=axes, keepdims=True)
-        out = np.divide(centred, std, out=np.zeros_like(a), where=std > 0)
+        centred = rows - rows.mean(axis=1, keepdims=True)
+        std = rows.std(axis=1, keepdims=True)
+        out = np.divide(centred, std, out=np.zeros_like(rows), where=std > 0)
     else:  # asinh
-        med = np.median(a, axis=axes, keepdims=True)
-        centred = a - med
-        scale = _MAD_TO_SIGMA * np.median(np.abs(centred), axis=axes, keepdims=True)
-        std = a.std(axis=axes, keepdims=True)
-        scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+        med = row_median(rows)
+        centred = rows - med
+        scale = _MAD_TO_SIGMA * row_median(np.abs(centred))
+        std = rows.astype(np.float64).std(axis=1, keepdims=True).astype(np.float32)
+        scale = np.where(scale > 0, scale, np.where(std > 0, std, np.float32(1.0)))
         out = np.arcsinh(centred / scale)
-    return out.astype(np.float32)
+    return restore(out)
+
+
+def row_median(rows: np.ndarray) -> np.ndarray:
+    """Median of each row, equal to ``np.median(rows, axis=1, keepdims=True)``, ~5x faster on 2-D stamps.
+
+    np.median partitions at both middle elements at once, which numpy does slowly; one partition at the upper
+    middle plus the maximum of the lower half (the partition puts every smaller element there) is exact.
+    """
+    n = rows.shape[1]
+    k = n // 2
+    part = np.partition(rows, k, axis=1)
+    upper = part[:, k:k + 1]
+    if n % 2:
+        return upper.copy()
+    lower = part[:, :k].max(axis=1, keepdims=True)
+    return (lower + upper) / rows.dtype.type(2)
+
+
+def _rows(arr: np.ndarray, dtype) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """(N, H, W[, C]) -> contiguous (N*C, H*W) rows of ``dtype``, and the inverse (returning float32)."""
+    if arr.ndim == 3:
+        n, h, w = arr.shape
+        rows = np.ascontiguousarray(arr, dtype=dtype).reshape(n, h * w)
+        return rows, lambda r: r.reshape(n, h, w).astype(np.float32, copy=False)
+    n, h, w, c = arr.shape
+    rows = np.ascontiguousarray(np.moveaxis(arr, -1, 1), dtype=dtype).reshape(n * c, h * w)
+    return rows, lambda r: np.ascontiguousarray(np.moveaxis(r.reshape(n, c, h, w), 1, -1), dtype=np.float32)
 
 
 def sigma_clip(x: np.ndarray, k: float) -> np.ndarray:
@@ -178,9 +206,10 @@ def sigma_clip(x: np.ndarray, k: float) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float32)
     if arr.ndim not in (3, 4) or arr.shape[0] == 0:
         return np.array(arr, copy=True)
-    med = np.median(arr, axis=(1, 2), keepdims=True)
-    sigma = _MAD_TO_SIGMA * np.median(np.abs(arr - med), axis=(1, 2), keepdims=True)
-    return np.where(arr < med + k * sigma, med, arr).astype(np.float32)
+    rows, restore = _rows(arr, np.float32)
+    med = row_median(rows)
+    sigma = _MAD_TO_SIGMA * row_median(np.abs(rows - med))
+    return restore(np.where(rows < med + np.float32(k) * sigma, med, rows))
 
 
 RECIPE_KEYS = ("scale", "clip_sigma", "normalise")

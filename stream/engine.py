@@ -56,10 +56,12 @@ class BatchOutcome:
     failed_in_order: list[bool] = field(default_factory=list)  # per input item, in consumption order
 
 
-def _stamp_flags(p: Packet, kinds) -> None:
+def _stamp_flags(p: Packet, spec) -> None:
     """Surface stamp quality on the result: edge-of-CCD padding, and NaN pixels in the data itself."""
-    for kind in kinds:
-        img = p.stamps[kind].image()
+    stamps = ([p.band_stamps[b] for b in spec.channels] if spec.channels is not None
+              else [p.stamps[k] for k in spec.stamp_kinds])
+    for stamp in stamps:
+        img = stamp.image()
         h, w = img.original_shape
         size = img.data.shape[0] * img.data.shape[1]
         if img.padded and "padded_stamp" not in p.flags:
@@ -185,7 +187,7 @@ class Engine:
             if not good:
                 continue
             for p in good:
-                _stamp_flags(p, clf.input_spec.stamp_kinds)
+                _stamp_flags(p, clf.input_spec)
             for p, pred, row in self._predict(clf, good, arrays, failed):
                 predictions[id(p)].append((clf, pred, row))
 

@@ -169,7 +169,7 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, au
 
 def fit(model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None, *, epochs: int,
         batch_size: int, augment=None, seed: int = 0, desc: str = "train", class_weight: dict | None = None,
-        patience: int | None = None, monitor: str = "val_loss") -> FitResult:
+        patience: int | None = None, monitor: str = "val_loss", callbacks: Sequence[Any] = ()) -> FitResult:
     """Train a compiled model on prepared arrays; augmentation runs in the tf.data pipeline.
 
     With ``patience``, training stops once ``monitor`` has not improved for that many epochs and the best
@@ -183,7 +183,7 @@ def fit(model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.n
         raise StampflowError("no training images")
     steps = int(np.ceil(len(x) / batch_size))
     progress = _progress_callback(epochs, steps, desc)
-    callbacks: list[Any] = [progress]
+    callbacks = [progress, *callbacks]  # e.g. keras.callbacks.ReduceLROnPlateau, as a family's seed prescribes
     stopper = None
     if patience and val is not None:
         stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
@@ -351,8 +351,10 @@ def save_artifact(model, *, name: str, family: str, version: str | None, out_roo
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        # float32 weights in the artifact whatever policy trained it, so a CPU worker can load it
-        keras.saving.save_model(model, tmp / DEFAULT_WEIGHTS)
+        # An uncompiled copy: the optimizer state would triple the file and no worker needs it.
+        serving = keras.models.clone_model(model)
+        serving.set_weights(model.get_weights())
+        keras.saving.save_model(serving, tmp / DEFAULT_WEIGHTS)
         if plots_from is not None:
             for png in Path(plots_from).glob("*.png"):
                 shutil.copy2(png, tmp / png.name)

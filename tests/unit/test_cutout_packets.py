@@ -195,3 +195,28 @@ def test_registry_serves_every_cnn_family_with_one_class():
     assert spec == RADIO_SPEC
     assert InputSpec.from_dict({"survey": "ZTF", "stamp_kinds": ["science"], "size": 20,
                                 "pixel_scale": ZTF_PIXEL_SCALE}).stamp_kinds == (StampKind.SCIENCE,)
+
+
+class TwoBandDouble(RadioDouble):
+    @property
+    def input_spec(self):
+        return InputSpec(survey="HST", size=32, pixel_scale=0.06, channels=("F814W", "F160W"), geometry="crop")
+
+    def predict_batch(self, batch):
+        assert batch.shape[1:] == (32, 32, 2)
+        return super().predict_batch(batch)
+
+
+def test_multi_band_packets_through_the_engine(tmp_path):
+    """Multi-band cutouts have no 'science' stamp: flags and preprocessing must use the declared bands."""
+    rng = np.random.default_rng(0)
+    images = {"F814W": rng.normal(size=(40, 40)).astype(np.float32), "F160W": np.full((30, 30), np.nan, np.float32)}
+    images["F160W"][5:25, 5:25] = 1.0
+    c = Cutout(id="hst-0", survey="HST", bands=["F814W", "F160W"], images=images, pixel_scale=0.06,
+               truth_label="FRII")
+    sink = FileSink(tmp_path / "out.jsonl", "jsonl", tmp_path / "dead", "v")
+    msgs = [RawMessage(encode_cutout(c), Origin(file="c.avro", index=0))]
+    Engine(IterSource(iter(msgs)), sink, [TwoBandDouble()], Decoder(), Metrics(), max_batch=4, max_wait_ms=10,
+           max_consecutive_failures=10, code_version="v", config_hash="h").run()
+    (r,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert r["predictions"][0]["correct"] is True and "nan_pixels" in r["flags"]

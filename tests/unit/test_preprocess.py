@@ -241,3 +241,29 @@ def test_load_stargal_dir_small_and_errors(tmp_path, cutouts):
     (empty / "readme.fits").write_text("x")
     with pytest.raises(StampflowError, match="no star_"):
         load_stargal_dir(empty)
+
+
+@pytest.mark.parametrize("shape", [(7, 10), (5, 11), (3, 22500), (4, 1)])
+def test_row_median_is_numpy_median(shape):
+    from models.preprocess import row_median
+
+    rng = np.random.default_rng(sum(shape))
+    rows = rng.normal(size=shape).astype(np.float32)
+    rows[0, : shape[1] // 2] = 1.0  # ties
+    np.testing.assert_array_equal(row_median(rows), np.median(rows, axis=1, keepdims=True))
+
+
+def test_fast_asinh_and_sigma_clip_match_the_plain_formulas():
+    from models.preprocess import apply_recipe, sigma_clip
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(5, 2, size=(6, 30, 30, 2)).astype(np.float32)
+    a = x.astype(np.float64)
+    med = np.median(a, axis=(1, 2), keepdims=True)
+    scale = 1.4826 * np.median(np.abs(a - med), axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(normalise(x, "asinh"), np.arcsinh((a - med) / scale), atol=1e-5)
+    clipped = sigma_clip(x, 2.0)
+    np.testing.assert_allclose(clipped, np.where(a < med + 2.0 * scale, med, a), atol=1e-5)
+    assert apply_recipe(x, {"clip_sigma": 2.0, "normalise": "minmax"}).max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown preprocessing"):
+        apply_recipe(x, {"blur": 1})
