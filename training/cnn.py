@@ -246,6 +246,33 @@ def predict_array(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return compile_predict(model, x.shape[1:], chunk=batch_size)(x)
 
 
+def inference_rate(model, input_shape: Sequence[int], batch: int = 256, repeats: int = 5) -> float:
+    """Images/s of the serving `tf.function` at ``batch`` (after one warm-up call), reported by every run."""
+    f = compile_predict(model, input_shape, chunk=batch)
+    x = np.random.default_rng(0).uniform(size=(batch, *input_shape)).astype(np.float32)
+    f(x)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        f(x)
+    return batch * repeats / (time.perf_counter() - t0)
+
+
+def load_family_model(model: str, family: str, options: dict[str, Any] | None, known: set[str]):
+    """`evaluate`'s common start: refuse unknown ``--set`` options, resolve the model, check its family,
+    load it through the serving class. Returns (KerasCNN, options dict)."""
+    from models.cnn import KerasCNN
+
+    options = dict(options or {})
+    unknown = set(options) - set(known)
+    if unknown:
+        raise StampflowError(f"unknown evaluate option(s) {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(known))})")
+    info = Registry().resolve(str(model))
+    if info.family != family:
+        raise StampflowError(f"model {info.name}@{info.version} is a '{info.family}' model, not {family}")
+    return KerasCNN.load(info), options
+
+
 # ------------------------------------------------------------------------------------------------------- plots
 
 

@@ -209,25 +209,10 @@ def _file_sha256(path: Path, limit: int = 1 << 26) -> str:
     return h.hexdigest()
 
 
-def inference_rate(model, n_channels: int, batch: int = 256, repeats: int = 5) -> float:
-    """Images/s of the serving `tf.function` at ``batch`` (after one warm-up call)."""
-    from models.cnn import compile_predict
-
-    f = compile_predict(model, (INPUT_SIZE, INPUT_SIZE, n_channels), chunk=batch)
-    x = np.random.default_rng(0).normal(size=(batch, INPUT_SIZE, INPUT_SIZE, n_channels)).astype(np.float32)
-    f(x)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        f(x)
-    return batch * repeats / (time.perf_counter() - t0)
-
-
-# ------------------------------------------------------------------------------------------------- train
-
-
 def train(opts) -> dict[str, Any]:
     """Train DeepMerge on an HLSP file (real or mock) and save the artifact; returns a JSON-able summary."""
-    from training.cnn import configure_device, fit, predict_array, save_artifact, write_training_plots
+    from training.cnn import (configure_device, fit, inference_rate, predict_array, save_artifact,
+                              write_training_plots)
 
     variant_opt = opts.get("variant")
     if variant_opt and variant_opt not in VARIANTS:
@@ -293,7 +278,7 @@ def train(opts) -> dict[str, Any]:
     p_va = predict_array(model, x_va)[:, 0]
     test = binary_report(y_te, p_te)
     val = binary_report(y_va, p_va)
-    rate = inference_rate(model, len(ds.filters))
+    rate = inference_rate(model, (INPUT_SIZE, INPUT_SIZE, len(ds.filters)))
     say(f"deepmerge test: accuracy {test['accuracy']:.4f} [{test['accuracy_ci95'][0]:.3f}, "
         f"{test['accuracy_ci95'][1]:.3f}], AUC {test['roc_auc']:.4f}, F1 {test['f1']:.4f}; "
         f"train {result.images_per_s:.0f} img/s, inference {rate:.0f} img/s at batch 256")
@@ -352,15 +337,12 @@ def evaluate(model: str, data: Path, options: dict[str, str] | None = None) -> d
     Options: ``variant``, ``filters``, ``format`` (pick a file in a directory), ``part`` (``all`` or ``test``:
     the artifact's held-out rows), ``limit`` (first N rows), ``threshold`` (default 0.5).
     """
-    from models.cnn import KerasCNN
     from models.preprocess import prepare_images
-    from models.registry import Registry
+    from training.cnn import load_family_model
 
-    options = dict(options or {})
-    info = Registry().resolve(str(model))
-    if info.family != FAMILY:
-        raise StampflowError(f"{info.name} is a {info.family} model, not DeepMerge")
-    clf = KerasCNN.load(info)
+    clf, options = load_family_model(model, FAMILY, options, {"variant", "filters", "format", "part", "limit",
+                                                               "threshold", "metadata"})
+    info = clf.info
     spec = clf.input_spec
     meta = info.metadata
     ds = read_hlsp(data, variant=options.get("variant"),

@@ -91,22 +91,10 @@ def architecture(opts) -> dict[str, Any]:
     return {"arch": arch, **cfg}
 
 
-def inference_rate(model, batch: int = 256, repeats: int = 3) -> float:
-    """Images/s of the serving `tf.function` at ``batch`` (after one warm-up call)."""
-    from models.cnn import compile_predict
-
-    f = compile_predict(model, (INPUT_SIZE, INPUT_SIZE, 3), chunk=batch)
-    x = np.random.default_rng(0).uniform(size=(batch, INPUT_SIZE, INPUT_SIZE, 3)).astype(np.float32)
-    f(x)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        f(x)
-    return batch * repeats / (time.perf_counter() - t0)
-
-
 def train(opts) -> dict[str, Any]:
     """Train the spin CNN on a catalogue + stamps directory and save the artifact; returns a summary."""
-    from training.cnn import augmentation, configure_device, fit, predict_array, save_artifact, write_training_plots
+    from training.cnn import (augmentation, configure_device, fit, inference_rate, predict_array, save_artifact,
+                              write_training_plots)
     from training.evaluation import regression_report
 
     seed = int(opts.seed)
@@ -155,7 +143,7 @@ def train(opts) -> dict[str, Any]:
     test = regression_report(y_te, p_te, CLASSES)
     val = regression_report(y_va, p_va, CLASSES)
     baseline = float(np.mean((y_te - y_tr.mean()) ** 2))  # predicting the training mean
-    rate = inference_rate(model)
+    rate = inference_rate(model, (INPUT_SIZE, INPUT_SIZE, 3), repeats=3)
     say(f"spin test: MSE {test['mse']:.4f} (mean predictor {baseline:.4f}), RMSE {test['rmse']:.4f}, "
         f"Pearson r {test['pearson_r']:.3f}; train {result.images_per_s:.0f} img/s, inference {rate:.0f} img/s "
         "at batch 256")
@@ -196,15 +184,11 @@ def evaluate(model: str, data: Path, options: dict[str, str] | None = None) -> d
 
     Options: ``catalogue``, ``limit``, ``part`` (``all`` or ``test``: the artifact's held-out rows).
     """
-    from models.cnn import KerasCNN
-    from models.registry import Registry
+    from training.cnn import load_family_model
     from training.evaluation import regression_report
 
-    options = dict(options or {})
-    info = Registry().resolve(str(model))
-    if info.family != FAMILY:
-        raise StampflowError(f"{info.name} is a {info.family} model, not the spin CNN")
-    clf = KerasCNN.load(info)
+    clf, options = load_family_model(model, FAMILY, options, {"catalogue", "limit", "part"})
+    info = clf.info
     ds = read_spin_dir(data, options.get("catalogue"), int(options["limit"]) if options.get("limit") else None)
     part = options.get("part", "all")
     if part == "all":
