@@ -359,7 +359,7 @@ def evaluate(model: str, data: Path, options: dict[str, str]) -> dict[str, Any]:
 
 def transfer_experiment(frdeep: Path, out_root: Path, *, seeds: tuple[int, ...] = (0, 1, 2), epochs: int = 20,
                         freeze: int = 2, learning_rate: float = DEFAULT_LR, batch_size: int = 32,
-                        extra_sources: tuple[str, ...] = ()) -> dict[str, Any]:
+                        extra_sources: tuple[str, ...] = (), sources_from: Path | None = None) -> dict[str, Any]:
     """FIRST -> NVSS on FR-DEEP (Tang et al. 2019) against NVSS alone, with the same budget.
 
     Per seed: (1) a source FRI/FRII model trained on FR-DEEP FIRST (its 'test' part scored too); (2) NVSS from
@@ -367,6 +367,8 @@ def transfer_experiment(frdeep: Path, out_root: Path, *, seeds: tuple[int, ...] 
     fine-tuned arm per model in ``extra_sources`` (e.g. the bundled 4-class ``radio-first``). Every NVSS arm
     sees the same fit/validation/test images (same seed), the same epochs (fixed: no early stopping),
     optimiser, schedule, batch size and augmentation; all are scored on the 50-image FR-DEEP NVSS test part.
+    ``sources_from``: reuse the FR-DEEP FIRST source models of an earlier run (``<root>/radio-frdeep-first/
+    1.0.<seed>``) instead of training them, so a smaller NVSS budget starts from the same sources.
     """
     import json
     import statistics
@@ -400,7 +402,18 @@ def transfer_experiment(frdeep: Path, out_root: Path, *, seeds: tuple[int, ...] 
         return res
 
     for seed in seeds:
-        src = run("source: FR-DEEP FIRST", seed, "frdeep-first", "radio-frdeep-first")
+        if sources_from is not None:
+            src_dir = Path(sources_from) / "radio-frdeep-first" / f"1.0.{seed}"
+            if not (src_dir / "metadata.json").is_file():
+                raise StampflowError(f"no source model {src_dir} to reuse")
+            src = {"artifact": str(src_dir)}
+            meta = json.loads((src_dir / "metadata.json").read_text())
+            runs.append({"arm": "source: FR-DEEP FIRST (reused)", "seed": seed, "name": meta["name"],
+                         "artifact": str(src_dir), "test_accuracy": meta["metrics"]["test_accuracy"],
+                         "test_accuracy_ci95": meta["metrics"]["test_accuracy_ci95"],
+                         "test_n": meta["metrics"]["test"]["n"], "epochs_run": meta["training"]["epochs_run"]})
+        else:
+            src = run("source: FR-DEEP FIRST", seed, "frdeep-first", "radio-frdeep-first")
         run("NVSS from scratch", seed, "frdeep-nvss", "radio-nvss-scratch")
         run(f"NVSS fine-tuned from FR-DEEP FIRST (freeze {freeze})", seed, "frdeep-nvss", "radio-nvss-transfer",
             src["artifact"], freeze)
@@ -410,10 +423,16 @@ def transfer_experiment(frdeep: Path, out_root: Path, *, seeds: tuple[int, ...] 
 
     summary: dict[str, Any] = {}
     for arm in dict.fromkeys(r["arm"] for r in runs):
-        accs = [r["test_accuracy"] for r in runs if r["arm"] == arm]
-        summary[arm] = {"seeds": [r["seed"] for r in runs if r["arm"] == arm], "test_accuracy": accs,
+        mine = [r for r in runs if r["arm"] == arm]
+        accs = [r["test_accuracy"] for r in mine]
+        summary[arm] = {"seeds": [r["seed"] for r in mine], "test_accuracy": accs,
                         "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+        vals = [r["validation_accuracy"] for r in mine if "validation_accuracy" in r]
+        if vals:
+            summary[arm]["validation_accuracy"] = vals
+            summary[arm]["validation_mean"] = statistics.fmean(vals)
     result = {"experiment": "FR-DEEP FIRST -> NVSS transfer vs NVSS alone (same budget)",
+              "sources_from": None if sources_from is None else str(sources_from),
               "data": str(frdeep.resolve()),
               "test_set": "FR-DEEP NVSS published test batch (50 images: 22 FRI, 28 FRII)",
               "budget": {"epochs": epochs, "early_stopping": False, "batch_size": batch_size, "optimizer": "Adam",
@@ -424,14 +443,28 @@ def transfer_experiment(frdeep: Path, out_root: Path, *, seeds: tuple[int, ...] 
     return result
 
 
-if __name__ == "__main__":  # python -m training.radio transfer FRDEEP_DIR OUT_ROOT [epochs] [seeds] [extra sources]
-    import json as _json
+def _main(argv: list[str]) -> None:
+    import argparse
+    import json
 
-    if len(sys.argv) < 4 or sys.argv[1] != "transfer":
-        raise SystemExit("usage: python -m training.radio transfer FRDEEP_DIR OUT_ROOT [EPOCHS] [SEEDS e.g. 0,1,2] "
-                         "[EXTRA_SOURCE ...]")
-    _res = transfer_experiment(Path(sys.argv[2]), Path(sys.argv[3]),
-                               epochs=int(sys.argv[4]) if len(sys.argv) > 4 else 20,
-                               seeds=tuple(int(s) for s in sys.argv[5].split(",")) if len(sys.argv) > 5 else (0, 1, 2),
-                               extra_sources=tuple(sys.argv[6:]))
-    print(_json.dumps(_res["summary"], indent=2))
+    p = argparse.ArgumentParser(prog="python -m training.radio transfer",
+                                description="FR-DEEP FIRST -> NVSS transfer experiment (see transfer_experiment)")
+    p.add_argument("frdeep", type=Path, help="directory holding FIRST_/NVSS_PNG_dataset.tar.gz")
+    p.add_argument("out", type=Path, help="registry root for the experiment's artifacts and radio_transfer.json")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--freeze", type=int, default=2)
+    p.add_argument("--extra-source", action="append", default=[], help="another source model, e.g. radio-first@1.0.0")
+    p.add_argument("--sources-from", type=Path, help="reuse the FR-DEEP FIRST sources of an earlier run's root")
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    res = transfer_experiment(a.frdeep, a.out, epochs=a.epochs, seeds=tuple(int(s) for s in a.seeds.split(",")),
+                              freeze=a.freeze, extra_sources=tuple(a.extra_source), sources_from=a.sources_from)
+    print(json.dumps(res["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] != "transfer":
+        raise SystemExit("usage: python -m training.radio transfer FRDEEP_DIR OUT_ROOT [--epochs N] [--seeds 0,1,2] "
+                         "[--freeze N] [--extra-source MODEL] [--sources-from ROOT]")
+    _main(sys.argv[2:])

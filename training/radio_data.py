@@ -177,6 +177,11 @@ def load_griese(path: str | Path, split: str | Sequence[str] | None = None, labe
     import h5py
 
     p = _path(path, "Griese HDF5 file")
+    if p.is_dir():
+        hit = _find_file(p, ["*.h5", "*.hdf5", "galaxy_data*.zip", "*.zip"])
+        if hit is None:
+            raise StampflowError(f"no Griese HDF5 (.h5, .hdf5 or .zip) in {p}")
+        p = hit
     if labels not in ("literature", "CDL1"):
         raise StampflowError(f"unknown Griese label set '{labels}' (literature or CDL1)")
     label_key, split_key = f"Label_{labels}", f"Split_{labels}"

@@ -49,6 +49,7 @@ def test_griese_layout_zipped_or_not(tmp_path, zipped):
     rs = load_griese(path)
     np.testing.assert_array_equal(rs.images, imgs)
     assert list(rs.labels) == labels and list(rs.splits) == ["train", "train", "valid", "valid", "test", "train"]
+    assert len(load_griese(tmp_path)) == 6  # a directory holding the file
     sub = load_griese(path, split="valid,test")
     assert list(sub.splits) == ["valid", "valid", "test"] and sub.ids == ["data_2", "data_3", "data_4"]
     with pytest.raises(StampflowError, match="no 'nope' split"):
