@@ -41,8 +41,8 @@ from models.preprocess import apply_recipe, prepare_images
 from models.radio import AUGMENT, PREPROCESS, SURVEY_INPUT_SPEC, TASK, build_model
 from stream.errors import StampflowError
 from training.cnn import (TrainOptions, augmentation, classification_report, configure_device, fit, freeze_first,
-                          load_keras_model, predict_array, save_artifact, stratified_split, weighted_layers,
-                          write_training_plots)
+                          inference_rate, load_family_model, load_keras_model, predict_array, save_artifact,
+                          stratified_split, weighted_layers, write_training_plots)
 from training.radio_data import RadioSet, detect_dataset, load_radio
 
 FAMILY = "radio"
@@ -182,7 +182,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     report = classification_report(y_test, probs.argmax(axis=1), classes)
     val_report = classification_report(y_val, predict_array(model, x_val).argmax(axis=1), classes)
     measure = opts.get("throughput", True, bool)
-    served_ips = _throughput(model, x_test[:1]) if measure and len(x_test) else None
+    served_ips = inference_rate(model, x_test.shape[1:]) if measure and len(x_test) else None
 
     name = opts.get("name") or DEFAULT_NAMES[dataset]
     metrics = {"test": report, "test_accuracy": report["accuracy"], "test_accuracy_ci95": report["accuracy_ci95"],
@@ -227,21 +227,6 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             "train_images_per_s": result.images_per_s, "seconds": time.perf_counter() - t_start}
 
 
-def _throughput(model, one: np.ndarray, batch: int = 256, repeats: int = 3) -> float:
-    """Best-of-``repeats`` images/s of the serving tf.function on one batch (traced first, so not timed)."""
-    from models.cnn import compile_predict
-
-    f = compile_predict(model, one.shape[1:], chunk=batch)
-    x = np.repeat(one, batch, axis=0)
-    f(x)
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(x)
-        best = max(best, batch / max(time.perf_counter() - t0, 1e-9))
-    return best
-
-
 def _without_optimizer(model):
     """An uncompiled copy with the same weights: Keras saves a compiled model's optimizer state (Adam's two
     moments triple the file), which serving never reads."""
@@ -276,19 +261,9 @@ def evaluate(model: str, data: Path, options: dict[str, str]) -> dict[str, Any]:
     ``limit`` (Griese: first N groups), ``force`` (evaluate even when the data's survey/pixel scale is not the
     model's), ``batch_size``.
     """
-    from models.cnn import KerasCNN
-    from models.registry import Registry
-
-    options = dict(options or {})
     known = {"split", "dataset", "survey", "labels", "limit", "force", "batch_size"}
-    unknown = set(options) - known
-    if unknown:
-        raise StampflowError(f"unknown evaluate option(s) {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(sorted(known))})")
-    info = Registry().resolve(str(model))
-    if info.family != FAMILY:
-        raise StampflowError(f"model {info.name}@{info.version} is a '{info.family}' model, not {FAMILY}")
-    clf = KerasCNN.load(info)
+    clf, options = load_family_model(model, FAMILY, options, known)
+    info = clf.info
     data = Path(data)
     dataset = _dataset_name(options, data)
     rs = load_radio(data, dataset=dataset, labels=options.get("labels", "literature"), limit=options.get("limit"),
