@@ -13,6 +13,7 @@ import logging
 import shutil
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -240,10 +241,18 @@ def load_keras_model(spec: str, roots: Sequence[Path] = ()) -> tuple[Any, ModelI
     return load_keras(info.path / info.metadata.get("weights", DEFAULT_WEIGHTS)), info
 
 
+_PREDICTORS: "weakref.WeakKeyDictionary[Any, dict[tuple, Any]]" = weakref.WeakKeyDictionary()
+
+
 def predict_array(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Outputs for prepared arrays through the serving `tf.function` (not ``model.predict``)."""
+    """Outputs for prepared arrays through the serving `tf.function` (not ``model.predict``), traced once per
+    model and input shape (evaluation calls this per epoch and per split)."""
     x = np.asarray(x, dtype=np.float32)
-    return compile_predict(model, x.shape[1:], chunk=batch_size)(x)
+    key = (tuple(x.shape[1:]), int(batch_size))
+    per_model = _PREDICTORS.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = compile_predict(model, x.shape[1:], chunk=batch_size)
+    return per_model[key](x)
 
 
 def inference_rate(model, input_shape: Sequence[int], batch: int = 256, repeats: int = 5) -> float:
@@ -378,8 +387,9 @@ def save_artifact(model, *, name: str, family: str, version: str | None, out_roo
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        # An uncompiled copy: the optimizer state would triple the file and no worker needs it.
-        serving = keras.models.clone_model(model)
+        # An uncompiled copy: the optimizer state would triple the file and no worker needs it (clone_model
+        # would carry the compile state over; a model rebuilt from its config does not).
+        serving = type(model).from_config(model.get_config())
         serving.set_weights(model.get_weights())
         keras.saving.save_model(serving, tmp / DEFAULT_WEIGHTS)
         if plots_from is not None:

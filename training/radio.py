@@ -208,7 +208,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                            for part, ys in (("fit", y_fit), ("validation", y_val), ("test", y_test))}}
     with tempfile.TemporaryDirectory(prefix="stampflow-radio-plots-") as tmp:
         plots = write_training_plots(result.history, Path(tmp), report, TASK, classes, name=name)
-        out = save_artifact(_without_optimizer(model), name=name, family=FAMILY, version=opts.version,
+        out = save_artifact(model, name=name, family=FAMILY, version=opts.version,
                             out_root=opts.out_root,
                             task=TASK, classes=classes, input_spec=spec, preprocess=dict(PREPROCESS),
                             training_data=training_data, split=split, metrics=metrics, trained_on="real",
@@ -225,18 +225,6 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     return {"name": name, "version": out.name, "artifact": str(out), "dataset": dataset, "metrics": metrics,
             "split": split, "transfer": transfer, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "train_images_per_s": result.images_per_s, "seconds": time.perf_counter() - t_start}
-
-
-def _without_optimizer(model):
-    """An uncompiled copy with the same weights: Keras saves a compiled model's optimizer state (Adam's two
-    moments triple the file), which serving never reads."""
-    import keras
-
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    for src, dst in zip(model.layers, copy.layers):
-        dst.trainable = src.trainable
-    return copy
 
 
 def _served_predictions(artifact: Path, x_geom: np.ndarray) -> np.ndarray:
