@@ -528,7 +528,7 @@ def plot_study(arms: dict[str, dict[str, Any]], filters: Sequence[str], path: Pa
     from training.cnn import _pyplot
 
     plt = _pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8), dpi=110, gridspec_kw={"width_ratios": [1, 2]})
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=110, gridspec_kw={"width_ratios": [1, 2]})
     names = list(arms)
     vals = [arms[n]["test"]["rmse"] for n in names]
     a1.barh(names, vals, color=["0.6" if n == "candels-as-is" else "C0" for n in names])
@@ -541,7 +541,7 @@ def plot_study(arms: dict[str, dict[str, Any]], filters: Sequence[str], path: Pa
         a1.axvline(galaxy_floor, color="C2", ls="-.", lw=0.8, label="floor of galaxy-level models")
     a1.axvline(PAPER_RMSE, color="C3", ls="--", lw=0.8, label="paper (real CLASH)")
     a1.set_xlabel("test RMSE (all fractions)")
-    a1.legend(fontsize=7, loc="lower right")
+    a1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.45, -0.2), ncol=2)
     x = np.arange(len(filters))
     for n in names:
         if n == "candels-as-is":

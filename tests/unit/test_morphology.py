@@ -144,6 +144,23 @@ def test_mocks_round_trip_through_the_loader(mock_root: Path, labels_dir: Path) 
         md.load_morphology(mock_root / "CANDELS", stack="channels")
 
 
+def test_stamps_whose_header_contradicts_the_id_are_skipped(tmp_path: Path) -> None:
+    head = "ID,p_smooth,p_features,p_irregular,p_point_source,p_unclassifiable\n"
+    (tmp_path / "CANDELS_labels.csv").write_text(head + "GDS_deep2_1,1,0,0,0,0\nGDS_deep2_2,0,1,0,0,0\n"
+                                                 "GDS_wide2_3,0,0,1,0,0\n")
+    img = np.random.default_rng(0).normal(size=(30, 30))
+    for sid, band in (("GDS_deep2_1", "F160W"), ("GDS_deep2_2", "F814W")):
+        cards = md._header_cards(band, "candels", target="GOODS-SOUTH", ra=53.1, dec=-27.8, size=30,
+                                 pixel_scale=0.06, sky=0.0, exptime=1000.0)
+        md.write_stamp_fits(tmp_path / f"{sid}.fits", img, cards)
+    (tmp_path / "GDS_ers2_9.fits").write_bytes(b"not a FITS file")
+    data = md.load_morphology(tmp_path)
+    assert data.ids == ["GDS_deep2_1"]
+    assert data.skipped["filter_mismatch"] == ["GDS_deep2_2"]
+    assert data.report.labels_without_stamps == ["GDS_wide2_3"]
+    assert data.report.stamps_without_labels == ["GDS_ers2_9"]
+
+
 def test_mock_morphology_follows_the_label() -> None:
     """The dominant class shows: light concentration orders point source > smooth > features > irregular, and
     unclassifiable rows are the faintest."""
