@@ -173,16 +173,6 @@ def transfer_model(source, channels: int, freeze: int, seed: int):
     return model, freeze_first(model, freeze)
 
 
-def serving_copy(model):
-    """The trained network without its optimizer: the artifact holds weights only (1 MB, not 3 with Adam's
-    moments), and serving never needs the training state."""
-    import keras
-
-    copy = keras.Model.from_config(model.get_config())  # clone_model would carry the optimizer over
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _served_throughput(model, x: np.ndarray) -> float:
     """Images/s of the serving tf.function at batch 256 (`training.cnn.inference_rate`)."""
     return inference_rate(model, x.shape[1:]) if len(x) else float("nan")
@@ -285,7 +275,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stampflow-morphology-plots-") as tmp:
         plots = write_training_plots(result.history, Path(tmp), report, TASK, CLASSES, true=test_d.y, pred=pred,
                                      name=name)
-        out = save_artifact(serving_copy(model), name=name, family=FAMILY, version=opts.version,
+        out = save_artifact(model, name=name, family=FAMILY, version=opts.version,
                             out_root=opts.out_root, task=TASK, classes=CLASSES, input_spec=spec,
                             preprocess=dict(PREPROCESS),
                             training_data=training_data, split=split, metrics=metrics, trained_on="mock",
@@ -511,7 +501,7 @@ def _transfer_study(opts: TrainOptions, dataset: str, seed: int, device: dict[st
                                      name=name)
         plots["study"] = plot_study(arms, filters, Path(tmp) / "transfer_study.png",
                                     study["galaxy_level_floor_rmse"]).name
-        out = save_artifact(serving_copy(model), name=name, family=FAMILY, version=opts.version,
+        out = save_artifact(model, name=name, family=FAMILY, version=opts.version,
                             out_root=opts.out_root, task=TASK, classes=CLASSES, input_spec=spec,
                             preprocess=dict(PREPROCESS), training_data=_training_data(opts.data, data, dataset),
                             split=_split_meta(data, parts, seed), metrics=metrics, trained_on="mock",

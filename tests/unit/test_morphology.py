@@ -119,6 +119,15 @@ def test_mock_stamps_have_the_real_stamp_format(labels_dir: Path, mock_root: Pat
         assert md.header_band(h) == band
 
 
+def test_mock_writer_is_deterministic(labels_dir: Path, mock_root: Path, tmp_path: Path) -> None:
+    md.write_mock_candels(labels_dir / "CANDELS_labels.csv", tmp_path, seed=1, limit=3, progress=False)
+    for f in sorted((tmp_path / "stamps").glob("*.fits")):
+        assert f.read_bytes() == (mock_root / "CANDELS" / "stamps" / f.name).read_bytes()
+    md.write_mock_candels(labels_dir / "CANDELS_labels.csv", tmp_path / "other", seed=2, limit=1, progress=False)
+    name = next((tmp_path / "other" / "stamps").glob("*.fits")).name
+    assert (tmp_path / "other" / "stamps" / name).read_bytes() != (tmp_path / "stamps" / name).read_bytes()
+
+
 def test_mocks_round_trip_through_the_loader(mock_root: Path, labels_dir: Path) -> None:
     data = md.load_morphology(mock_root / "CLASH", filters="all", stack="row", recipe=None)
     labels = md.read_labels(labels_dir / "CLASH_labels.csv")
