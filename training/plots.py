@@ -29,7 +29,8 @@ def plot_confusion_matrix(matrix: np.ndarray | Sequence[Sequence[int]], classes:
         for j in range(m.shape[1]):
             ax.text(j, i, f"{int(m[i, j])}\n{frac[i, j]:.1%}", ha="center", va="center",
                     color="white" if frac[i, j] > 0.6 else "black", fontsize=9)
-    ax.set_xticks(range(len(classes)), classes)
+    # rotated: five or more class names (morphology) overlap when horizontal
+    ax.set_xticks(range(len(classes)), classes, rotation=35 if len(classes) > 3 else 0, ha="right" if len(classes) > 3 else "center")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
