@@ -148,11 +148,14 @@ def normalise(x: np.ndarray, method: str) -> np.ndarray:
         return np.array(arr, dtype=np.float32, copy=True)
     # Medians dominate the cost: on contiguous float32 rows (one per image and channel) they are ~3x faster
     # than over two strided axes in float64. Mean-based statistics stay in float64.
-    rows, restore = _rows(arr, np.float32 if method == "asinh" else np.float64)
+    # minmax and asinh only compare, subtract and divide: float32 is exact enough (< 1e-6) and half the memory
+    # traffic; sums (l2, zscore) stay in float64.
+    rows, restore = _rows(arr, np.float32 if method in ("asinh", "minmax") else np.float64)
     if method == "minmax":
         lo = rows.min(axis=1, keepdims=True)
         span = rows.max(axis=1, keepdims=True) - lo
-        out = np.divide(rows - lo, span, out=np.zeros_like(rows), where=span > 0)
+        shifted = rows - lo
+        out = np.divide(shifted, span, out=np.zeros_like(rows), where=span > 0)
     elif method == "l2":
         norm = np.sqrt((rows * rows).sum(axis=1, keepdims=True))
         out = np.divide(rows, norm, out=np.zeros_like(rows), where=norm > 0)
@@ -164,9 +167,12 @@ def normalise(x: np.ndarray, method: str) -> np.ndarray:
         med = row_median(rows)
         centred = rows - med
         scale = _MAD_TO_SIGMA * row_median(np.abs(centred))
-        std = rows.astype(np.float64).std(axis=1, keepdims=True).astype(np.float32)
-        scale = np.where(scale > 0, scale, np.where(std > 0, std, np.float32(1.0)))
-        out = np.arcsinh(centred / scale)
+        flat = scale[:, 0] <= 0
+        if flat.any():  # the std fallback, only for the rare rows whose MAD is 0
+            std = rows[flat].astype(np.float64).std(axis=1).astype(np.float32)
+            scale[flat, 0] = np.where(std > 0, std, np.float32(1.0))
+        centred /= scale
+        out = np.arcsinh(centred, out=centred)
     return restore(out)
 
 
