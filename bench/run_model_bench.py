@@ -131,7 +131,7 @@ def write(result: dict) -> None:
     bench = REPO / "BENCHMARKS.md"
     text = bench.read_text()
     if TABLE_HEADER not in text:
-        text = text.rstrip() + "\n\n" + TABLE_HEADER + "\n\n" + MODEL_TABLE_INTRO + "\n" + MODEL_TABLE_HEAD + "\n"
+        text = text.rstrip() + "\n\n" + TABLE_HEADER + "\n\n" + MODEL_TABLE_INTRO + "\n\n" + MODEL_TABLE_HEAD + "\n"
     head_at = text.index(MODEL_TABLE_HEAD, text.index(TABLE_HEADER)) + len(MODEL_TABLE_HEAD) + 1
     text = text[:head_at] + "\n".join(lines) + "\n" + text[head_at:]
     bench.write_text(text)
