@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.file_source import FileSource
 from tests.integration.conftest import (REPO, clean_env, committed_offsets, decode_dead_letters, decode_results,
                                         end_offsets, free_port, metric_value, read_topic)
 
@@ -98,17 +99,26 @@ def test_every_real_alert_gets_one_result_and_bad_ones_are_dead_lettered(kafka_b
 
 def test_kill_minus_nine_loses_nothing(kafka_bootstrap, topics, start_worker, data_dir):
     batch = 16
-    sent = replay(kafka_bootstrap, topics["input"], [data_dir / "ztf_alerts/ampel/ztf_public_20180819_mod1000.tar.gz",
-                                                     data_dir / "ztf_alerts/fink-client/ztf/part-3-305711.avro"])
-    n = sent["messages"]
+    paths = [data_dir / "ztf_alerts/ampel/ztf_public_20180819_mod1000.tar.gz",
+             data_dir / "ztf_alerts/fink-client/ztf/part-3-305711.avro"]
+    n = FileSource(paths).count()
     first = start_worker(STAMPFLOW_BATCH__MAX_SIZE=str(batch), STAMPFLOW_BATCH__MAX_WAIT_MS="20")
     first.wait_metrics()
-    # Let it get part-way, then kill it without warning.
-    deadline = time.time() + 120
-    while time.time() < deadline and metric_value(first.metrics(), "stampflow_results_published_total") < n // 3:
-        time.sleep(0.05)
-    first.proc.send_signal(signal.SIGKILL)
-    first.proc.wait(10)
+    # Feed at a fixed rate while the worker runs, so the kill lands mid-stream however fast this machine is
+    # (a backlog is drained in a fraction of a second).
+    feeder = subprocess.Popen([sys.executable, "-m", "stream", "replay", *map(str, paths), "--topic", topics["input"],
+                               "--rate", "100", "--quiet"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=clean_env(STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap))
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and metric_value(first.metrics(), "stampflow_results_published_total") < n // 3:
+            time.sleep(0.05)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+    finally:
+        out, err = feeder.communicate(timeout=120)
+    assert feeder.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out.decode().strip().splitlines()[-1])["messages"] == n
     done_before = len(read_topic(kafka_bootstrap, topics["results"], timeout=20, idle=2))
     assert 0 < done_before < n, "the kill should land mid-stream"
 
