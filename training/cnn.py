@@ -64,6 +64,19 @@ class TrainOptions:
         except ValueError:
             raise StampflowError(f"--set {key}={raw}: expected {cast.__name__}") from None
 
+    def fractions(self, default: tuple[float, ...], key: str = "fractions") -> tuple[float, ...]:
+        """``--set fractions=0.7,0.15,0.15``: train/validation/test parts, checked; ``default`` when unset."""
+        raw = self.extra.get(key)
+        if not raw:
+            return tuple(default)
+        try:
+            fr = tuple(float(v) for v in raw.split(","))
+        except ValueError:
+            raise StampflowError(f"--set {key}={raw}: expected e.g. 0.7,0.15,0.15") from None
+        if len(fr) != 3 or any(f <= 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
+            raise StampflowError(f"--set {key}={raw}: three positive fractions (train,val,test) summing to 1")
+        return fr
+
     @property
     def registry_root(self) -> Path:
         return Path(self.out_root) if self.out_root else BUNDLED_ROOT

@@ -156,18 +156,6 @@ def group_split(labels: np.ndarray, groups: np.ndarray, fractions, seed: int) ->
     return [np.sort(np.flatnonzero(np.isin(groups, uniq[p]))) for p in parts]
 
 
-def _fractions(raw: str | None) -> tuple[float, ...]:
-    if not raw:
-        return DEFAULT_FRACTIONS
-    try:
-        fr = tuple(float(v) for v in raw.split(","))
-    except ValueError:
-        raise StampflowError(f"--set fractions={raw}: expected e.g. 0.7,0.1,0.2") from None
-    if len(fr) != 3 or any(f <= 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
-        raise StampflowError(f"--set fractions={raw}: three positive fractions (train,val,test) summing to 1")
-    return fr
-
-
 def _default_metadata_dir() -> Path:
     root = Path(os.environ.get("STAMPFLOW_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     return root / "deepmerge_metadata"
@@ -229,7 +217,7 @@ def train(opts) -> dict[str, Any]:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    fractions = _fractions(opts.get("fractions"))
+    fractions = opts.fractions(DEFAULT_FRACTIONS)
     method = opts.get("split", "stratified")
     meta_dir = Path(opts.get("metadata")) if opts.get("metadata") else None
     parts = split_rows(ds, method, fractions, seed, meta_dir)

@@ -41,18 +41,6 @@ DEFAULT_LR = 1e-3
 AUGMENT = {"rotate_deg": 45.0, "flip": "horizontal_and_vertical", "zoom": 0.25, "shift": 0.05}
 
 
-def _fractions(raw: str | None) -> tuple[float, ...]:
-    if not raw:
-        return DEFAULT_FRACTIONS
-    try:
-        fr = tuple(float(v) for v in raw.split(","))
-    except ValueError:
-        raise StampflowError(f"--set fractions={raw}: expected e.g. 0.7,0.15,0.15") from None
-    if len(fr) != 3 or any(f <= 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
-        raise StampflowError(f"--set fractions={raw}: three positive fractions (train,val,test) summing to 1")
-    return fr
-
-
 def split_parts(targets: np.ndarray, fractions, seed: int, max_images: int | None = None) -> list[np.ndarray]:
     """Train / validation / test indices, stratified by lambda_R quintiles (optionally a seeded subset)."""
     from training.evaluation import quantile_bins, stratified_split_fractions
@@ -108,7 +96,7 @@ def train(opts) -> dict[str, Any]:
     if len(ds) < 10:
         raise StampflowError(f"{ds.catalogue}: {len(ds)} usable rows; the spin CNN needs at least 10")
     device = configure_device(opts.mixed_precision, seed=seed)
-    fractions = _fractions(opts.get("fractions"))
+    fractions = opts.fractions(DEFAULT_FRACTIONS)
     max_images = opts.get("max_images", None, int)
     parts = split_parts(ds.targets, fractions, seed, max_images)
     say(f"spin: {ds.catalogue.name}: {len(ds)} stamps ({ds.skipped} rows skipped), split "
