@@ -102,7 +102,9 @@ def test_kill_minus_nine_loses_nothing(kafka_bootstrap, topics, start_worker, da
     paths = [data_dir / "ztf_alerts/ampel/ztf_public_20180819_mod1000.tar.gz",
              data_dir / "ztf_alerts/fink-client/ztf/part-3-305711.avro"]
     n = FileSource(paths).count()
-    first = start_worker(STAMPFLOW_BATCH__MAX_SIZE=str(batch), STAMPFLOW_BATCH__MAX_WAIT_MS="20")
+    # a short session timeout: the group notices the killed member in seconds instead of the default 45 s
+    first = start_worker(STAMPFLOW_BATCH__MAX_SIZE=str(batch), STAMPFLOW_BATCH__MAX_WAIT_MS="20",
+                         STAMPFLOW_KAFKA__CONSUMER='{"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}')
     first.wait_metrics()
     # Feed at a fixed rate while the worker runs, so the kill lands mid-stream however fast this machine is
     # (a backlog is drained in a fraction of a second).
