@@ -20,6 +20,7 @@ from stream.metrics import Metrics
 from stream.packet import Origin, RawMessage, StampKind
 from stream.sinks import FileSink
 from stream.sources import IterSource
+from tests.cutouts import as_packets
 
 RADIO_SPEC = InputSpec(survey=("FIRST",), size=150, pixel_scale=1.8, channels=("1.4GHz",), geometry="crop")
 
@@ -33,7 +34,7 @@ def radio_cutout(i: int = 0, size: int = 300, label: str | None = "FRII", scale:
 
 
 def decode(c: Cutout):
-    return Decoder().decode(RawMessage(encode_cutout(c), Origin(topic="t", partition=0, offset=7)))
+    return as_packets([c])[0]
 
 
 def test_schema_carries_what_the_issue_lists():

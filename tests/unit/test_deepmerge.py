@@ -167,7 +167,6 @@ def test_metrics_and_splits():
 def test_train_evaluate_and_replay(mock_dir, tmp_path):
     from models.cnn import KerasCNN
     from models.registry import Registry
-    from schemas.cutout_packet import encode_cutout
     from training.cnn import TrainOptions
     from training.deepmerge import evaluate, train
 
@@ -194,16 +193,10 @@ def test_train_evaluate_and_replay(mock_dir, tmp_path):
     assert c.survey == "HST" and c.bands == ["F814W", "F160W"] and c.pixel_scale == dm.PIXEL_SCALE
     assert c.images["F160W"].shape == (75, 75) and c.dataset == "deepmerge-pristine-mock"
     # replayed as a packet, decoded and routed like the worker does, it scores as in evaluation
-    from models.preprocess import prepare_batch
-    from stream.decode import Decoder
-    from stream.packet import Origin, RawMessage
+    from tests.cutouts import served_batch
 
     noisy = list(dd.iter_deepmerge_cutouts(mock_dir, variant="noisy", format="fits", start="18", limit="4"))
-    packets = [Decoder().decode(RawMessage(encode_cutout(x), Origin(topic="t", partition=0, offset=i)))
-               for i, x in enumerate(noisy)]
-    assert all(clf.input_spec.accepts(pk) for pk in packets)
-    batch, errors = prepare_batch(packets, clf.input_spec)
-    assert errors == [None] * 4
+    batch = served_batch(clf, noisy)
     served = clf.predict_batch(batch).probabilities[:, 1]
     from training.deepmerge import prepared_inputs
     from training.cnn import predict_array

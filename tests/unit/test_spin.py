@@ -102,7 +102,6 @@ def test_model_architecture():
 
 def test_train_evaluate_and_replay(mock_dir, tmp_path):
     from models.registry import Registry
-    from schemas.cutout_packet import encode_cutout
     from training.cnn import TrainOptions
     from training.spin import evaluate, train
 
@@ -129,16 +128,10 @@ def test_train_evaluate_and_replay(mock_dir, tmp_path):
     np.testing.assert_array_equal(c.images["g"], ds.images[0][:, :, 2].astype(np.float32))
     # replayed as a packet, decoded and routed like the worker does, it scores as in evaluation
     from models.cnn import KerasCNN
-    from models.preprocess import prepare_batch
-    from stream.decode import Decoder
-    from stream.packet import Origin, RawMessage
+    from tests.cutouts import served_batch
 
     clf = KerasCNN.load(info)
-    packets = [Decoder().decode(RawMessage(encode_cutout(x), Origin(topic="t", partition=0, offset=i)))
-               for i, x in enumerate(cutouts)]
-    assert all(clf.input_spec.accepts(pk) for pk in packets)
-    batch, errors = prepare_batch(packets, clf.input_spec)
-    assert errors == [None] * 3
+    batch = served_batch(clf, cutouts)
     served = clf.predict_batch(batch).probabilities[:, 0]
     direct = clf.predict_batch(sd.stack_resized(ds.images[:3], clf.input_spec)).probabilities[:, 0]
     np.testing.assert_allclose(served, direct, rtol=1e-4, atol=1e-5)
