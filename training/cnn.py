@@ -128,6 +128,12 @@ class FitResult:
     epochs_run: int
     best_epoch: int | None = None
 
+    def record(self, *, epochs: int, batch_size: int, **details: Any) -> dict[str, Any]:
+        """The artifact's ``training`` block: the same keys for every family, then the family's own details."""
+        return {"epochs_max": epochs, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
+                "batch_size": batch_size, "seconds": self.seconds, "train_images_per_s": self.images_per_s,
+                **details, "history": self.history}
+
 
 def _progress_callback(total_epochs: int, steps: int, desc: str):
     import keras

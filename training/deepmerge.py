@@ -289,13 +289,11 @@ def train(opts) -> dict[str, Any]:
                         for k, idx in zip(("train", "validation", "test"), parts)}}
     metrics = {"test": test, "validation": val, "inference_images_per_s_batch256": rate,
                "inference_device": device["device"]}
-    training = {"epochs_requested": epochs, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "batch_size": batch, "optimizer": "Adam", "learning_rate": lr, "loss": "binary_crossentropy",
-                "early_stopping": {"monitor": "val_loss", "patience": patience},
-                "augmentation": "random flips + transpose (8 dihedral symmetries, no interpolation)",
-                "train_images_per_s": result.images_per_s, "seconds": result.seconds, "device": device,
-                "history": result.history, "dense_activation": dense_activation, "dropout": dropout,
-                "batchnorm_momentum": 0.9, "transfer": transfer}
+    training = result.record(
+        epochs=epochs, batch_size=batch, optimizer="Adam", learning_rate=lr, loss="binary_crossentropy",
+        early_stopping={"monitor": "val_loss", "patience": patience},
+        augmentation="random flips + transpose (8 dihedral symmetries, no interpolation)", device=device,
+        dense_activation=dense_activation, dropout=dropout, batchnorm_momentum=0.9, transfer=transfer)
     extra = {"variant": variant, "pixel_scale_note": PIXEL_SCALE_NOTE,
              "architecture": f"Ciprijanovic et al. 2020 DeepMerge: 3x(Conv-BN-MaxPool-Dropout {dropout}) 8/16/32, "
                              f"Dense 64-32 (L2 1e-4, {dense_activation}), sigmoid"}

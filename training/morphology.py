@@ -261,14 +261,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                "train_images_per_s": result.images_per_s, "predict_images_per_s_batch256": served_ips,
                "note": "scores on mock stamps drawn from the real label rows: they show the pipeline learns the "
                        "label-driven morphologies, not how it would score on the real CANDELS/CLASH images"}
-    training = {"epochs_max": epochs, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "batch_size": batch, "optimizer": "Adam", "learning_rate": lr,
-                "schedule": "cosine decay to 5% over epochs_max", "loss": _loss_note(loss),
-                "early_stopping": {"monitor": "val_loss", "patience": patience, "restore_best_weights": True}
-                if patience else None, "augmentation": AUGMENT, "seed": seed, "device": device,
-                "seconds": result.seconds, "images_per_s": result.images_per_s, "history": result.history,
-                "transfer": transfer,
-                "architecture": "models.morphology.build_model" + (" via expand_input_channels" if transfer else "")}
+    training = _training_record(result, epochs, batch, lr, loss, patience, seed, device, transfer,
+                                "models.morphology.build_model" + (" via expand_input_channels" if transfer else ""))
     training_data = _training_data(opts.data, data, dataset)
     split = _split_meta(data, parts, seed)
     spec = InputSpec.from_dict(input_spec_dict(channels, size))
@@ -297,6 +291,15 @@ def _default_name(dataset: str, channels: Sequence[str]) -> str:
     if dataset == "candels":
         return "morphology-candels"
     return "morphology-clash" if len(channels) > 1 else f"morphology-clash-{channels[0].lower()}"
+
+
+def _training_record(result, epochs, batch, lr, loss, patience, seed, device, transfer, architecture) -> dict:
+    return result.record(
+        epochs=epochs, batch_size=batch, optimizer="Adam", learning_rate=lr,
+        schedule="cosine decay to 5% over epochs_max", loss=_loss_note(loss),
+        early_stopping={"monitor": "val_loss", "patience": patience, "restore_best_weights": True}
+        if patience else None, augmentation=AUGMENT, seed=seed, device=device, transfer=transfer,
+        architecture=architecture)
 
 
 def _loss_note(loss: str) -> str:
@@ -488,13 +491,8 @@ def _transfer_study(opts: TrainOptions, dataset: str, seed: int, device: dict[st
                "test_per_row_filter": _per_filter(test, pred), "paper_clash_test_rmse": PAPER_RMSE,
                "train_images_per_s": result.images_per_s, "predict_images_per_s_batch256": served_ips,
                "note": "scores on mock stamps drawn from the real label rows (see training_data)"}
-    training = {"epochs_max": epochs, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "batch_size": batch, "optimizer": "Adam", "learning_rate": lr_transfer,
-                "schedule": "cosine decay to 5% over epochs_max", "loss": _loss_note(loss),
-                "early_stopping": {"monitor": "val_loss", "patience": patience, "restore_best_weights": True}
-                if patience else None, "augmentation": AUGMENT, "seed": seed, "device": device,
-                "seconds": result.seconds, "images_per_s": result.images_per_s, "history": result.history,
-                "transfer": transfer, "architecture": "models.morphology.build_model via expand_input_channels"}
+    training = _training_record(result, epochs, batch, lr_transfer, loss, patience, seed, device, transfer,
+                                "models.morphology.build_model via expand_input_channels")
     spec = InputSpec.from_dict(input_spec_dict(filters, size))
     with tempfile.TemporaryDirectory(prefix="stampflow-morphology-plots-") as tmp:
         plots = write_training_plots(result.history, Path(tmp), report, TASK, CLASSES, true=test.y, pred=pred,

@@ -189,15 +189,14 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                "test_split": f"published '{test_split}' part", "validation": {
                    k_: val_report[k_] for k_ in ("n", "accuracy", "accuracy_ci95")},
                "train_images_per_s": result.images_per_s, "predict_images_per_s_batch256": served_ips}
-    training = {"epochs_max": epochs, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "batch_size": batch, "optimizer": "Adam", "learning_rate": lr,
-                "schedule": "cosine decay to 5% over epochs_max", "loss": "sparse categorical cross-entropy",
-                "class_weight": class_weight, "early_stopping": {"monitor": "val_accuracy", "patience": patience,
-                                                                 "restore_best_weights": True} if patience else None,
-                "augmentation": AUGMENT, "seed": seed, "device": device, "seconds": result.seconds,
-                "images_per_s": result.images_per_s, "history": result.history, "transfer": transfer,
-                "architecture": "models.radio.build_model" if transfer is None else "source model"
-                                + (" + new head" if transfer["new_head"] else "")}
+    training = result.record(
+        epochs=epochs, batch_size=batch, optimizer="Adam", learning_rate=lr,
+        schedule="cosine decay to 5% over epochs_max", loss="sparse categorical cross-entropy",
+        class_weight=class_weight,
+        early_stopping={"monitor": "val_accuracy", "patience": patience, "restore_best_weights": True}
+        if patience else None, augmentation=AUGMENT, seed=seed, device=device, transfer=transfer,
+        architecture="models.radio.build_model" if transfer is None
+        else "source model" + (" + new head" if transfer["new_head"] else ""))
     training_data = {"dataset": dataset, "path": str(data.resolve()), "citation": CITATIONS[dataset],
                      "survey": rs.survey, "pixel_scale": rs.pixel_scale, "counts": rs.counts(),
                      "label_set": opts.get("labels", "literature") if dataset == "griese" else None}

@@ -144,11 +144,10 @@ def train(opts) -> dict[str, Any]:
              "counts": {k: int(len(p)) for k, p in zip(("train", "validation", "test"), parts)}}
     metrics = {"test": test, "validation": val, "test_mse_of_mean_predictor": baseline,
                "inference_images_per_s_batch256": rate, "inference_device": device["device"]}
-    training = {"epochs_requested": epochs, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "batch_size": batch, "optimizer": "Adam", "learning_rate": lr, "loss": "mse",
-                "early_stopping": {"monitor": "val_loss", "patience": patience}, "augmentation": AUGMENT,
-                "architecture": cfg, "train_images_per_s": result.images_per_s, "seconds": result.seconds,
-                "device": device, "history": result.history, "transfer": transfer}
+    training = result.record(
+        epochs=epochs, batch_size=batch, optimizer="Adam", learning_rate=lr, loss="mse",
+        early_stopping={"monitor": "val_loss", "patience": patience}, augmentation=AUGMENT, architecture=cfg,
+        device=device, transfer=transfer)
     extra = {"architecture_note": "sdss_CNN (Duckworth): conv 64/96/128/192/192 (6,5,2,2,2), dropout "
                                   "0.5/0.25x4, max-pool after conv2 and conv3, dense 128-64-1; bundled = half "
                                   "width, stride-2 conv1, global average pooling, conv dropout 0.1"}
