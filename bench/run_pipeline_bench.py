@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from stream.decode import Decoder  # noqa: E402
 from stream.file_source import FileSource  # noqa: E402
-from stream.packet import DeadLetter, RawMessage, StampKind  # noqa: E402
+from schemas.packet import DeadLetter, RawMessage, StampKind  # noqa: E402
 
 
 def data_root() -> Path:
@@ -64,7 +64,7 @@ def load_alert_bytes() -> list[bytes]:
 
 
 def bench_decode(msgs: list[bytes], seconds: float = 3.0) -> dict:
-    from stream.packet import Origin
+    from schemas.packet import Origin
 
     dec = Decoder()
     origin = Origin(topic="bench", partition=0, offset=0)

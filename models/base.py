@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stream.packet import Packet, StampKind
+from schemas.packet import Packet, StampKind
 
 # ZTF's CCD plate scale: 1.01 arcsec/pixel for science, template and difference stamps.
 ZTF_PIXEL_SCALE = 1.01

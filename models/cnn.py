@@ -18,7 +18,7 @@ import numpy as np
 
 from models.base import TASKS, BatchPrediction, Classifier, InputSpec, ModelInfo
 from models.preprocess import apply_recipe
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from stream.errors import PacketError, StampflowError
+from schemas.errors import PacketError, StampflowError
 
 NORMALISATIONS = ("raw", "minmax", "l2", "zscore", "asinh")
 

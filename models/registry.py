@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from models.base import Classifier, ModelInfo
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 BUNDLED_ROOT = Path(__file__).resolve().parent / "artifacts"
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from models.base import ZTF_PIXEL_SCALE, BatchPrediction, Classifier, InputSpec, ModelInfo
 from models.preprocess import normalise
-from stream.errors import StampflowError
-from stream.packet import StampKind
+from schemas.errors import StampflowError
+from schemas.packet import StampKind
 
 CLASSES: tuple[str, ...] = ("star", "galaxy")
 INPUT_SPEC = InputSpec(survey="ZTF", stamp_kinds=(StampKind.SCIENCE,), size=20, pixel_scale=ZTF_PIXEL_SCALE)

@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from stream.errors import ConfigError, StampflowError
+from schemas.errors import ConfigError, StampflowError
 
 log = logging.getLogger("stampflow")
 

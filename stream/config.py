@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError,
                                YamlConfigSettingsSource)
 
-from stream.errors import ConfigError
+from schemas.errors import ConfigError
 
 LibrdkafkaValue = str | int | float | bool
 # The YAML file for the settings being built; module-level because pydantic treats underscored class

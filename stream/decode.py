@@ -48,8 +48,8 @@ from typing import Any, Callable
 
 import fastavro
 
-from stream.errors import DecodeError, PacketError, TransientError, UnsupportedPacket
-from stream.packet import DeadLetter, Framing, Packet, RawMessage, Stamp, StampEncoding, StampKind
+from schemas.errors import DecodeError, PacketError, TransientError, UnsupportedPacket
+from schemas.packet import DeadLetter, Framing, Packet, RawMessage, Stamp, StampEncoding, StampKind
 from stream.schema_registry import SchemaProvider, make_resolver
 
 __all__ = ["Decoder", "Container", "SchemaEntry", "parse_container", "split_container", "make_container",

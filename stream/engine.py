@@ -19,9 +19,9 @@ import numpy as np
 from models.base import BatchPrediction, Classifier
 from models.preprocess import prepare_batch
 from stream.decode import Decoder
-from stream.errors import ErrorBudgetExceeded, PacketError, TransientError
+from schemas.errors import ErrorBudgetExceeded, PacketError, TransientError
 from stream.metrics import Metrics
-from stream.packet import DeadLetter, Packet
+from schemas.packet import DeadLetter, Packet
 from stream.sinks import KafkaSink, Sink
 from stream.sources import Item, KafkaSource, Source
 

@@ -40,8 +40,8 @@ from typing import Any, Iterable, Iterator
 import fastavro
 
 from stream.decode import Container, _SchemaCache, container_header, make_container, parse_container
-from stream.errors import DecodeError, PacketError, StampflowError
-from stream.packet import DeadLetter, Framing, Origin, RawMessage
+from schemas.errors import DecodeError, PacketError, StampflowError
+from schemas.packet import DeadLetter, Framing, Origin, RawMessage
 
 __all__ = ["FileSource", "arrow_to_avro_schema", "avro_ready_arrow_schema", "KNOWN_SUFFIXES"]
 

@@ -17,9 +17,9 @@ from typing import Any, Iterable, Iterator
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from stream.config import Settings
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from stream.file_source import FileSource
-from stream.packet import DeadLetter
+from schemas.packet import DeadLetter
 
 
 def _produce(producer: Producer, topic: str, value: bytes, on_delivery, key: bytes | None = None) -> bool:

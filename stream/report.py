@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from stream.top import QUANTILES, fmt_seconds, histogram_quantile, prometheus_query_range
 
 Key = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)

@@ -19,7 +19,7 @@ Errors, split by whose fault they are:
   that is not valid JSON (or not an Avro schema) -> `SchemaResolutionError`, a `DecodeError`: the message is
   dead-lettered with a clear reason and the stream goes on;
 * the *registry's*: connection refused, DNS failure, timeout, a dropped connection, HTTP 5xx (and any other
-  HTTP error but 404: 401/403 credentials, 429 throttling, ...) -> `stream.errors.TransientError` (not a
+  HTTP error but 404: 401/403 credentials, 429 throttling, ...) -> `schemas.errors.TransientError` (not a
   `PacketError`), one line naming the URL and the schema id. Valid alerts must not be dead-lettered and
   committed because the registry is down: the worker stops without committing, and a restart retries them.
   Failures are never cached, so the next `get` asks again.
@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from stream.errors import DecodeError, StampflowError, TransientError
+from schemas.errors import DecodeError, StampflowError, TransientError
 
 __all__ = ["SchemaResolver", "SchemaProvider", "DirectorySchemaResolver", "RegistrySchemaResolver",
            "SchemaResolutionError", "make_resolver"]

@@ -16,8 +16,8 @@ from fastavro.write import Writer
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from schemas.results import encode_schemaless, load_schema
-from stream.errors import StampflowError
-from stream.packet import DeadLetter
+from schemas.errors import StampflowError
+from schemas.packet import DeadLetter
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Any, Iterator, Protocol
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream.errors import StampflowError
-from stream.packet import DeadLetter, Framing, Origin, RawMessage
+from schemas.errors import StampflowError
+from schemas.packet import DeadLetter, Framing, Origin, RawMessage
 
 log = logging.getLogger(__name__)
 

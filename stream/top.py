@@ -19,7 +19,7 @@ from typing import Iterable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[Labels, float]]  # sample name -> sorted label pairs -> value

@@ -15,10 +15,10 @@ from models.registry import Registry
 from stream.config import Settings
 from stream.decode import Decoder
 from stream.engine import Engine
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from stream.metrics import Metrics
 from stream.metrics_log import MetricsLogger
-from stream.packet import Framing
+from schemas.packet import Framing
 from models.versioning import code_version
 from stream.schema_registry import SchemaResolver
 from stream.sinks import FileSink, KafkaSink, Sink

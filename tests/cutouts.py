@@ -6,7 +6,7 @@ import numpy as np
 from models.preprocess import prepare_batch
 from schemas.cutout_packet import encode_cutout
 from stream.decode import Decoder
-from stream.packet import Origin, Packet, RawMessage
+from schemas.packet import Origin, Packet, RawMessage
 
 
 def as_packets(cutouts) -> list[Packet]:

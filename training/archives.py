@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 from models.base import ZTF_PIXEL_SCALE
 from schemas.cutout_packet import Cutout
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 # format -> ("module:function", fixed options, description)
 READERS: dict[str, tuple[str, dict[str, Any], str]] = {

@@ -24,7 +24,7 @@ from models.base import TASKS, InputSpec, ModelInfo
 from models.cnn import DEFAULT_WEIGHTS, compile_predict, device_summary, load_keras, tensorflow
 from models.registry import BUNDLED_ROOT, Registry
 from models.versioning import code_version
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.evaluation import classification_report, next_version, quantile_bins, regression_report  # noqa: F401
 from training.evaluation import stratified_split_fractions as stratified_split  # noqa: F401  (families' API)
 

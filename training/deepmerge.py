@@ -37,7 +37,7 @@ import numpy as np
 
 from models.deepmerge import (CLASSES, INPUT_SIZE, PIXEL_SCALE_NOTE, PREPROCESS, TASK, VARIANTS, build_model,
                               input_spec, model_name)
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.deepmerge_data import (DeepMergeSet, check_labels_against_metadata, read_hlsp, subhalo_groups)
 
 FAMILY = "deepmerge"

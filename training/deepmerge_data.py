@@ -42,7 +42,7 @@ import numpy as np
 
 from models.deepmerge import (CLASSES, FILTER_SETS, HLSP_FIELDS, INPUT_SIZE, INSTRUMENTS, PIXEL_SCALE, VARIANTS,
                               filters_for)
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 LABEL_EXTNAME = "MergerLabels"
 LABEL_COLUMN = "MergerLabel"

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.cnn import TrainOptions
 
 FAMILIES: dict[str, str] = {

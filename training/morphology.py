@@ -43,7 +43,7 @@ import numpy as np
 from models.base import InputSpec, ModelInfo
 from models.morphology import (CANDELS_BAND, CLASH_FILTERS, CLASSES, INPUT_SIZE, PREPROCESS, TASK, build_model,
                                expand_input_channels, input_spec_dict)
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.cnn import (TrainOptions, classification_report, configure_device, fit, freeze_first, inference_rate,
                           load_family_model, load_keras_model, predict_array, save_artifact, weighted_layers,
                           write_training_plots)

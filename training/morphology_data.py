@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from models.morphology import CANDELS_BAND, CLASH_FILTERS, CLASSES, LABEL_COLUMNS, PREPROCESS
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 DATASETS = ("candels", "clash")
 LABEL_FILES = {"candels": "CANDELS_labels.csv", "clash": "CLASH_labels.csv"}

@@ -39,7 +39,7 @@ import numpy as np
 from models.base import InputSpec, ModelInfo, same_scale
 from models.preprocess import apply_recipe, prepare_images
 from models.radio import AUGMENT, PREPROCESS, SURVEY_INPUT_SPEC, TASK, build_model
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.cnn import (TrainOptions, augmentation, classification_report, configure_device, fit, freeze_first,
                           inference_rate, load_family_model, load_keras_model, predict_array, save_artifact,
                           stratified_split, weighted_layers, write_training_plots)

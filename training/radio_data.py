@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.safe_unpickle import load_cifar_batch
 
 GRIESE_CLASSES = ("FRI", "FRII", "Compact", "Bent")

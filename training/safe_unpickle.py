@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 
 class UnsafePickleError(StampflowError):

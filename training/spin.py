@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from models.spin import (BUNDLED_CONFIG, CLASSES, INPUT_SIZE, NAME, PREPROCESS, TASK, build_model, input_spec)
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.spin_data import SpinSet, read_spin_dir, stack_resized
 
 FAMILY = "spin"

@@ -38,7 +38,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from models.spin import CHANNELS
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 IMAGE_COLUMNS = ("filename", "file", "image", "path")
 ID_COLUMNS = ("id", "plateifu", "mangaid", "objid", "name")

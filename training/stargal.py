@@ -40,8 +40,8 @@ from models.preprocess import NORMALISATIONS, load_stargal_dir, normalise, prepa
 from models.registry import BUNDLED_ROOT, Registry, _version_key
 from models.stargal import CLASSES, INPUT_SPEC, METRIC_FOR_KERNEL, WEIGHTS_FILE, StarGalaxyGP, pca_fit
 from models.versioning import code_version
-from stream.errors import StampflowError
-from stream.packet import Origin, Packet, Stamp, StampEncoding, StampImage, StampKind
+from schemas.errors import StampflowError
+from schemas.packet import Origin, Packet, Stamp, StampEncoding, StampImage, StampKind
 from training.evaluation import (classification_report, confusion_matrix, next_version, stratified_folds,
                                  stratified_split, wilson_interval)
 from training.gp import GPClassifier

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 
 MODES = ("partial", "trim", "strict")
 

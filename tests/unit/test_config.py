@@ -4,7 +4,7 @@ import pytest
 
 from stream.cli import main
 from stream.config import Settings, load_settings
-from stream.errors import ConfigError
+from schemas.errors import ConfigError
 
 
 def test_every_field_has_a_comment():
@@ -107,6 +107,6 @@ def test_metrics_port_in_use_is_one_line(monkeypatch, capsys):
         s = load_settings(metrics={"port": port})
         from stream import worker
         monkeypatch.setattr(worker, "check_broker", lambda *a, **k: None)
-        from stream.errors import StampflowError
+        from schemas.errors import StampflowError
         with pytest.raises(StampflowError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             serve(s)

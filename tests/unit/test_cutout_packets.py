@@ -15,9 +15,9 @@ from schemas.cutout_packet import Cutout, encode_cutout, parsed_schema, read_cut
 from stream.cli import main
 from stream.decode import Decoder, cutout_candid
 from stream.engine import Engine
-from stream.errors import DecodeError
+from schemas.errors import DecodeError
 from stream.metrics import Metrics
-from stream.packet import Origin, RawMessage, StampKind
+from schemas.packet import Origin, RawMessage, StampKind
 from stream.sinks import FileSink
 from stream.sources import IterSource
 from tests.cutouts import as_packets

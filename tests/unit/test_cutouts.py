@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from stream.cutouts import (FITS_ORIENTATION, MAX_STAMP_BYTES, _fast_array, decode_stamp, decode_stamp_bytes,
+from schemas.stamps import (FITS_ORIENTATION, MAX_STAMP_BYTES, _fast_array, decode_stamp, decode_stamp_bytes,
                             fits_orientation, gunzip, read_fits_array, read_fits_array_astropy)
 from stream.decode import Decoder
-from stream.errors import CutoutError, UnsupportedPacket
+from schemas.errors import CutoutError, UnsupportedPacket
 from stream.file_source import FileSource
-from stream.packet import DeadLetter, Stamp, StampEncoding, StampKind
+from schemas.packet import DeadLetter, Stamp, StampEncoding, StampKind
 
 
 def _astropy_reference(data: bytes) -> np.ndarray:

@@ -24,9 +24,9 @@ from schemas.alert_schemas import load_ztf_schema, load_ztf_schema_json
 import stream.decode as decode_module
 from stream.decode import (MAX_DECOMPRESSED_AVRO, Decoder, _encode_long, _snappy_decompress, container_header,
                            make_container, parse_container, split_container)
-from stream.errors import DecodeError, PacketError, StampflowError, TransientError, UnsupportedPacket
+from schemas.errors import DecodeError, PacketError, StampflowError, TransientError, UnsupportedPacket
 from stream.file_source import FileSource
-from stream.packet import DeadLetter, Framing, Origin, Packet, RawMessage, StampEncoding, StampKind
+from schemas.packet import DeadLetter, Framing, Origin, Packet, RawMessage, StampEncoding, StampKind
 from stream.schema_registry import (DirectorySchemaResolver, RegistrySchemaResolver, SchemaResolutionError,
                                     SchemaResolver)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models import deepmerge as dm
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training import deepmerge_data as dd
 
 SLICE = slice(8100, 8140)  # 20 mergers then 20 non-mergers of the published row order

@@ -12,7 +12,7 @@ from stream.decode import Decoder
 from stream.engine import Engine
 from stream.file_source import FileSource
 from stream.metrics import Metrics
-from stream.packet import Origin, RawMessage
+from schemas.packet import Origin, RawMessage
 from stream.sinks import KafkaSink, PublishError
 from stream.sources import IterSource, KafkaSource
 

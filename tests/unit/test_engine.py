@@ -15,10 +15,10 @@ from models.registry import Registry
 from stream.cli import main
 from stream.decode import Decoder
 from stream.engine import Engine
-from stream.errors import ErrorBudgetExceeded
+from schemas.errors import ErrorBudgetExceeded
 from stream.file_source import FileSource
 from stream.metrics import Metrics
-from stream.packet import Origin, Packet, RawMessage, StampKind
+from schemas.packet import Origin, Packet, RawMessage, StampKind
 from stream.sinks import FileSink
 from stream.sources import IterSource
 
@@ -238,7 +238,7 @@ def test_model_returning_wrong_number_of_rows_is_contained(tmp_path, fixtures_di
 
 
 def test_unavailable_dependency_stops_without_dead_lettering(tmp_path, fixtures_dir):
-    from stream.errors import TransientError
+    from schemas.errors import TransientError
 
     class DownDecoder(Decoder):
         def decode(self, msg):
@@ -254,7 +254,7 @@ def test_unavailable_dependency_stops_without_dead_lettering(tmp_path, fixtures_
 
 
 def test_oversized_dead_letter_is_truncated_not_fatal():
-    from stream.packet import DeadLetter
+    from schemas.packet import DeadLetter
     from stream.sinks import KafkaSink
 
     sink = KafkaSink({"bootstrap.servers": "127.0.0.1:1", "log_level": 0}, "r", "d", "v", delivery_timeout_s=1)

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from stream.decode import Decoder, parse_container
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from stream.file_source import (SKIPPED_PATHS_SHOWN, FileSource, _RowWriter, _record_name, _rename,
                                 arrow_to_avro_schema, avro_ready_arrow_schema)
-from stream.packet import DeadLetter, Framing, RawMessage, StampKind
+from schemas.packet import DeadLetter, Framing, RawMessage, StampKind
 
 # file (relative to the shared data root) -> alerts that decode to packets
 EXPECTED_OK = {

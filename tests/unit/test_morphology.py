@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.morphology import CLASH_FILTERS, CLASSES, build_model, expand_input_channels, expand_kernel
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training import morphology_data as md
 
 LABELS = "clash_candels_labels"

@@ -10,8 +10,8 @@ import pytest
 from models.base import ZTF_PIXEL_SCALE, InputSpec
 from models.preprocess import (NORMALISATIONS, centre_crop, fill_nan, fit_to_spec, load_stargal_dir, normalise,
                                pad_to, prepare_batch, prepare_input, read_fits_image)
-from stream.errors import PacketError, StampflowError
-from stream.packet import Origin, Packet, Stamp, StampEncoding, StampImage, StampKind
+from schemas.errors import PacketError, StampflowError
+from schemas.packet import Origin, Packet, Stamp, StampEncoding, StampImage, StampKind
 
 SPEC = InputSpec(survey="ZTF", stamp_kinds=(StampKind.SCIENCE,), size=20, pixel_scale=ZTF_PIXEL_SCALE)
 

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.radio_data import (FIRST_PIXEL_SCALE, FR_CLASSES, GRIESE_CLASSES, NVSS_PIXEL_SCALE, detect_dataset,
                                  iter_cutouts, iter_frdeep_cutouts, iter_griese_cutouts, iter_mirabest_cutouts,
                                  iter_radio_fits_cutouts, load_frdeep, load_griese, load_mirabest,

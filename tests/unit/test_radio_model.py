@@ -9,7 +9,7 @@ import pytest
 
 from models.base import InputSpec
 from models.radio import CLASSES, INPUT_SPEC, NVSS_INPUT_SPEC, PREPROCESS, build_model
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.radio_data import load_griese, write_griese_h5
 
 GRIESE_ZIP = "radio/first_galaxy_dataset/galaxy_data_trainvalid_h5.zip"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from stream.cli import main
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from stream.metrics import Metrics
 from stream.metrics_log import MetricsLogger, snapshot_line
 from stream.report import load_metrics_log, parse_time, run_report

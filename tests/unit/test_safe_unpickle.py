@@ -9,7 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.safe_unpickle import UnsafePickleError, load_cifar_batch, safe_load, safe_loads
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models import spin as sm
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training import spin_data as sd
 
 

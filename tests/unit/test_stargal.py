@@ -13,7 +13,7 @@ from models.preprocess import load_stargal_dir
 from models.registry import BUNDLED_ROOT, REQUIRED_METADATA, Registry
 from models.stargal import (CLASSES, GPPredictor, StarGalaxyGP, build_muygps, probabilities_from_means,
                             squared_distances)
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.gp import GPClassifier, to_pm1
 from training.stargal import evaluate, train, wilson_interval
 

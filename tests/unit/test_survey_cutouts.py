@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from training.radio_data import parse_mirabest_fits_name
 from training.survey_cutouts import cut_stamps, cut_stamps_from_fits, read_coordinate_list, read_fits_with_wcs
 

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from stream.cli import main
-from stream.errors import StampflowError
+from schemas.errors import StampflowError
 from stream.metrics import Metrics
 from stream.top import (counter_deltas, fmt_seconds, histogram_quantile, parse_duration, parse_exposition,
                         rate_window, run_top, view_from_scrapes)

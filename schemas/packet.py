@@ -10,7 +10,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from schemas.stamps import Stamp, StampEncoding, StampImage, StampKind
+
+__all__ = ["Origin", "Framing", "RawMessage", "Packet", "DeadLetter",
+           # the stamp types live with their decoder (schemas/stamps.py); named here for callers of packets
+           "Stamp", "StampEncoding", "StampImage", "StampKind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,48 +61,6 @@ class RawMessage:
     framing: Framing = Framing.AUTO
     record: dict[str, Any] | None = None
     key: bytes | None = None
-
-
-class StampKind(str, enum.Enum):
-    SCIENCE = "science"
-    TEMPLATE = "template"
-    DIFFERENCE = "difference"
-
-
-class StampEncoding(str, enum.Enum):
-    FITS_GZ = "fits.gz"
-    FITS = "fits"
-    JPEG = "jpeg"
-
-
-@dataclass(slots=True)
-class StampImage:
-    """A decoded cutout. ``padded`` is True when an edge-of-CCD stamp was padded (with NaN) to ``nominal_size``."""
-
-    data: np.ndarray          # float32, (H, W), NaN where missing
-    padded: bool
-    original_shape: tuple[int, int]
-    nan_fraction: float
-
-
-@dataclass(slots=True)
-class Stamp:
-    """One cutout, kept compressed until `image()` is called; the decoded array is cached."""
-
-    kind: StampKind
-    raw: bytes
-    encoding: StampEncoding
-    nominal_size: int | None = None
-    _image: StampImage | None = None
-    band: str | None = None                # cutout packets: the filter / frequency of this stamp
-    shape: tuple[int, int] | None = None   # (height, width) when the packet declares it: routing without decoding
-
-    def image(self) -> StampImage:
-        if self._image is None:
-            from stream.cutouts import decode_stamp  # local: cutouts imports this module
-
-            self._image = decode_stamp(self)
-        return self._image
 
 
 @dataclass(slots=True)

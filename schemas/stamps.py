@@ -1,4 +1,4 @@
-"""Cutout (stamp) decoding: gzipped or plain FITS bytes -> float32 (H, W) array, NaN kept.
+"""Stamps: the stamp types of a packet and their decoding: gzipped or plain FITS bytes -> float32 (H, W) array, NaN kept.
 
 Two paths that must agree bit for bit:
 
@@ -23,9 +23,12 @@ that much, instead of taking the worker down with the kernel's OOM killer.
 """
 from __future__ import annotations
 
+import enum
 import io
 import warnings
 import zlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -36,11 +39,52 @@ except ImportError:  # pragma: no cover - platforms without an isal wheel keep w
     _inflate = zlib
     _INFLATE_ERRORS = (zlib.error,)
 
-from stream.errors import CutoutError, UnsupportedPacket
-from stream.packet import Stamp, StampEncoding, StampImage
+from schemas.errors import CutoutError, UnsupportedPacket
 
-__all__ = ["decode_stamp", "decode_stamp_bytes", "read_fits_array", "read_fits_array_astropy", "gunzip",
-           "sniff_encoding", "fits_orientation", "pad_to", "FITS_ORIENTATION", "MAX_STAMP_BYTES"]
+__all__ = ["Stamp", "StampKind", "StampEncoding", "StampImage", "decode_stamp", "decode_stamp_bytes",
+           "read_fits_array", "read_fits_array_astropy", "read_fits_file", "gunzip", "sniff_encoding",
+           "fits_orientation", "pad_to", "FITS_ORIENTATION", "MAX_STAMP_BYTES"]
+
+
+class StampKind(str, enum.Enum):
+    SCIENCE = "science"
+    TEMPLATE = "template"
+    DIFFERENCE = "difference"
+
+
+class StampEncoding(str, enum.Enum):
+    FITS_GZ = "fits.gz"
+    FITS = "fits"
+    JPEG = "jpeg"
+
+
+@dataclass(slots=True)
+class StampImage:
+    """A decoded cutout. ``padded`` is True when an edge-of-CCD stamp was padded (with NaN) to ``nominal_size``."""
+
+    data: np.ndarray          # float32, (H, W), NaN where missing
+    padded: bool
+    original_shape: tuple[int, int]
+    nan_fraction: float
+
+
+@dataclass(slots=True)
+class Stamp:
+    """One cutout, kept compressed until `image()` is called; the decoded array is cached."""
+
+    kind: StampKind
+    raw: bytes
+    encoding: StampEncoding
+    nominal_size: int | None = None
+    _image: StampImage | None = None
+    band: str | None = None                # cutout packets: the filter / frequency of this stamp
+    shape: tuple[int, int] | None = None   # (height, width) when the packet declares it: routing without decoding
+
+    def image(self) -> StampImage:
+        if self._image is None:
+            self._image = decode_stamp(self)
+        return self._image
+
 
 GZIP_MAGIC = b"\x1f\x8b"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -251,6 +295,23 @@ def read_fits_array(data: bytes, *, fast: bool = True) -> np.ndarray:
         if arr is not None:
             return arr
     return read_fits_array_astropy(raw)
+
+
+def read_fits_file(path: str | Path) -> np.ndarray:
+    """The one FITS-file reader: the first HDU with a 2-D image, as native float32 (NaN kept).
+
+    Training readers, archival replays and served stamps all go through `read_fits_array`, so a file on disk
+    and the same bytes inside a packet give the same array. Gzipped files (``.fits.gz``) are read as well.
+    A file that is missing or holds no image raises `CutoutError` (one clear line).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CutoutError(f"cannot read FITS file {path}: {exc.strerror or exc}") from None
+    try:
+        return read_fits_array(data)
+    except CutoutError as exc:
+        raise CutoutError(f"{path}: {exc}") from None
 
 
 def pad_to(data: np.ndarray, nominal_size: int | None) -> tuple[np.ndarray, bool]:
