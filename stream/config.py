@@ -240,3 +240,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         _yaml_file = None
         if hidden is not None:
             os.environ["STAMPFLOW_CONFIG_FILE"] = hidden
+
+
+def data_root() -> Path:
+    """The data root (``STAMPFLOW_DATA``, default ``../shared/data``), resolved: the one place that reads it.
+
+    Training readers, tests and benchmarks all ask here, so one setting moves every real-data path at once.
+    """
+    return Path(load_settings().data).resolve()

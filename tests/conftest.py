@@ -1,7 +1,6 @@
 """Shared fixtures. Real data is read through STAMPFLOW_DATA (default ../shared/data next to the repo)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("STAMPFLOW_DATA", REPO.parent / "shared" / "data")).resolve()
+    from stream.config import data_root as configured_root  # the one reader of STAMPFLOW_DATA
+
+    return configured_root()
 
 
 @pytest.fixture(scope="session")
