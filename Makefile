@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-results.jsonl
 PYTEST_ARGS ?=
 export STAMPFLOW_DATA
 
-.PHONY: demo test test-unit install dev kafka-start kafka-stop bench bench-models clean prometheus-tools
+.PHONY: demo test test-unit install dev kafka-start kafka-stop bench bench-models bench-decode clean prometheus-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: dev
 ## make bench-models: inference images/s per model at batch 1/32/256 (serving tf.function vs model.predict), RSS.
 bench-models: dev
 	$(BIN)/python bench/run_model_bench.py
+
+## make bench-decode: decoder throughput per engine (generated reader, fastavro, auto, with stamps); reports only.
+bench-decode: dev
+	$(BIN)/python bench/decode_throughput.py
 
 clean:
 	rm -rf $(VENV) $(KAFKA_RUN) .pytest_cache demo-results.jsonl demo-dead-letters

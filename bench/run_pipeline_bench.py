@@ -38,48 +38,8 @@ sys.path.insert(0, str(REPO))
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from stream.decode import Decoder  # noqa: E402
-from stream.file_source import FileSource  # noqa: E402
-from schemas.packet import DeadLetter, RawMessage, StampKind  # noqa: E402
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("STAMPFLOW_DATA", REPO.parent / "shared" / "data")).resolve()
-
-
-def load_alert_bytes() -> list[bytes]:
-    """Every decodable real ZTF alert in the shared data, one ZTF-framed message each."""
-    dec = Decoder()
-    out = []
-    for item in FileSource([data_root() / "ztf_alerts"]).iter_messages():
-        if isinstance(item, DeadLetter):
-            continue
-        try:
-            p = dec.decode(RawMessage(item.value, item.origin))
-        except Exception:
-            continue
-        if p.survey == "ZTF" and StampKind.SCIENCE in p.stamps:
-            out.append(item.value)
-    return out
-
-
-def bench_decode(msgs: list[bytes], seconds: float = 3.0) -> dict:
-    from schemas.packet import Origin
-
-    dec = Decoder()
-    origin = Origin(topic="bench", partition=0, offset=0)
-    res = {}
-    for label, with_stamp in (("decode_only_alerts_per_s", False), ("decode_with_science_stamp_alerts_per_s", True)):
-        n = 0
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for m in msgs:
-                p = dec.decode(RawMessage(m, origin))
-                if with_stamp:
-                    p.stamps[StampKind.SCIENCE].image()
-            n += len(msgs)
-        res[label] = round(n / (time.perf_counter() - t0), 1)
-    return res
+# the decode columns come from the decode benchmark, so both scripts measure them the same way
+from bench.decode_throughput import bench_decode, load_alert_bytes  # noqa: E402
 
 
 def bench_naive(msgs: list[bytes], count: int = 1500) -> dict:

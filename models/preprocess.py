@@ -8,18 +8,16 @@ the same geometry and the same normalisation:
 * per-image normalisations for batches: `normalise(x, method)` with ``method`` in `NORMALISATIONS`,
   `sigma_clip`, and `apply_recipe` (a model's recipe: scale, clip_sigma, normalise);
 * arrays to model input: `prepare_images` (training and evaluation);
-* packets to arrays: `prepare_input` (one packet) and `prepare_batch` (many, isolating per-packet failures);
-* FITS for training/evaluation: `read_fits_image` and `load_stargal_dir` (de-duplicated by content hash).
+* packets to arrays: `prepare_input` (one packet) and `prepare_batch` (many, isolating per-packet failures).
+
+Reading files is not preprocessing: FITS files go through `schemas.stamps.read_fits_file`, and training data
+readers live with their family (`training/<family>/`).
 
 Centre convention: for a crop from H to ``size`` the first kept row is ``(H - size) // 2``; for a pad the
 extra row (odd difference) goes after the image. Crop followed by the inverse pad restores the original pixels.
 """
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -319,86 +317,3 @@ def prepare_batch(packets: Sequence, spec) -> tuple[np.ndarray, list[BaseExcepti
             wrapped.__cause__ = exc
             errors[i] = wrapped
     return out, errors
-
-
-# ------------------------------------------------------------------------------------------ FITS loading
-
-
-def read_fits_image(path: str | Path) -> np.ndarray:
-    """First HDU with 2-D data from a FITS file, as native-endian float32 (NaN kept)."""
-    from astropy.io import fits
-
-    with fits.open(path, memmap=False) as hdul:
-        for hdu in hdul:
-            if hdu.data is not None and np.ndim(hdu.data) == 2:
-                return np.asarray(hdu.data, dtype=np.float32)
-    raise ValueError(f"{path} has no 2-D image HDU")
-
-
-_STARGAL_RE = re.compile(r"^(star|galaxy)_(\d+)\.fits$")
-
-
-@dataclass
-class StarGalLoadInfo:
-    """What `load_stargal_dir` saw: file counts, dropped duplicates, and the content hashes kept."""
-
-    directory: str
-    n_files: int
-    n_duplicates: int
-    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (dropped file, kept file)
-    conflicting_labels: int = 0
-    hashes: list[str] = field(default_factory=list)                  # sha256 of each kept file, in order
-
-    def dataset_sha256(self) -> str:
-        """sha256 over the sorted per-file hashes: identifies the de-duplicated data set, order-free."""
-        return hashlib.sha256("\n".join(sorted(self.hashes)).encode()).hexdigest()
-
-
-def load_stargal_dir(directory: str | Path, size: int = 20, return_info: bool = False):
-    """Load ``star_N.fits`` / ``galaxy_N.fits`` from ``directory``.
-
-    Returns ``(images (N, size, size) float32, labels (N,) str 'star'/'galaxy', names list)``, or with
-    ``return_info=True`` a 4-tuple whose last item is a `StarGalLoadInfo`. Files are read in (label, N) order;
-    byte-identical files (sha256) are kept once (the first in that order). Images are fitted to ``size`` with
-    `fit_to_spec` and NaN-filled, exactly as served stamps are. Raises `StampflowError` for a missing directory
-    or one without matching files.
-    """
-    root = Path(directory)
-    if not root.is_dir():
-        raise StampflowError(f"star/galaxy data directory {root} does not exist")
-    entries = []
-    for p in root.iterdir():
-        m = _STARGAL_RE.match(p.name)
-        if m and p.is_file():
-            entries.append((m.group(1), int(m.group(2)), p))
-    if not entries:
-        raise StampflowError(f"no star_*.fits or galaxy_*.fits files in {root}")
-    entries.sort(key=lambda e: (e[0] != "star", e[1]))
-    seen: dict[str, tuple[str, str]] = {}
-    images, labels, names, hashes = [], [], [], []
-    duplicates: list[tuple[str, str]] = []
-    conflicts = 0
-    for label, _, path in entries:
-        raw = path.read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest in seen:
-            kept_name, kept_label = seen[digest]
-            duplicates.append((path.name, kept_name))
-            conflicts += kept_label != label
-            continue
-        seen[digest] = (path.name, label)
-        try:
-            img = read_fits_image(path)
-        except Exception as exc:  # noqa: BLE001
-            raise StampflowError(f"cannot read {path}: {exc}") from None
-        images.append(fill_nan(fit_to_spec(img, size)))
-        labels.append(label)
-        names.append(path.name)
-        hashes.append(digest)
-    arr = np.stack(images).astype(np.float32, copy=False)
-    labels_arr = np.array(labels)
-    if not return_info:
-        return arr, labels_arr, names
-    info = StarGalLoadInfo(directory=str(root), n_files=len(entries), n_duplicates=len(duplicates),
-                           duplicates=duplicates, conflicting_labels=conflicts, hashes=hashes)
-    return arr, labels_arr, names, info

@@ -1,8 +1,12 @@
 """Model registry: versioned artifacts on disk, each a directory with ``metadata.json`` plus weights.
 
-Layout: ``<root>/<name>/<version>/metadata.json``. The metadata names the family (which `Classifier` class
-serves it), the training data, metrics, date and code version. Loading never unpickles: families read
-``.npz`` with ``allow_pickle=False``, JSON, or ``.keras`` in safe mode.
+Layout: ``<root>/<name>/<version>/metadata.json``. The metadata names the family, the training data, metrics,
+date and code version. Loading never unpickles: ``.npz`` with ``allow_pickle=False``, JSON, or ``.keras`` in
+safe mode.
+
+The serving class follows from the artifact itself, not from a table of families: a Keras network (every CNN
+family, served by one metadata-driven class) or the star/galaxy GP's plain-array ``weights.npz``. So a new CNN
+family needs nothing here; only a new kind of serving class adds one line to `SERVING` (docs/families.md).
 """
 from __future__ import annotations
 
@@ -16,20 +20,18 @@ from schemas.errors import StampflowError
 
 BUNDLED_ROOT = Path(__file__).resolve().parent / "artifacts"
 
-# family -> "module:Class"; imported lazily so listing models never imports TensorFlow.
-FAMILIES: dict[str, str] = {
-    "stargal": "models.stargal:StarGalaxyGP",
-    # every CNN family is served by one metadata-driven class (docs/models.md)
-    "radio": "models.cnn:KerasCNN",
-    "deepmerge": "models.cnn:KerasCNN",
-    "morphology": "models.cnn:KerasCNN",
-    "spin": "models.cnn:KerasCNN",
+# serving kind -> (weights file suffix, "module:Class"); the class is imported when a model is loaded, so
+# listing models never imports TensorFlow.
+SERVING: dict[str, tuple[str, str]] = {
+    "keras": (".keras", "models.cnn:KerasCNN"),         # every CNN family (docs/models.md)
+    "gp": (".npz", "models.stargal:StarGalaxyGP"),      # the star/galaxy MuyGPs model's plain arrays
 }
 
 REQUIRED_METADATA = ("name", "version", "family", "training_data", "metrics", "created", "code_version")
 
 
-def _version_key(version: str) -> tuple:
+def version_key(version: str) -> tuple:
+    """Sort key for versions: numeric parts numerically (1.10.0 after 1.9.0), other parts after numbers."""
     parts = []
     for p in version.replace("-", ".").split("."):
         parts.append((0, int(p), "") if p.isdigit() else (1, 0, p))
@@ -68,7 +70,7 @@ class Registry:
                 key = (meta["name"], meta["version"])
                 found.setdefault(key, ModelInfo(name=meta["name"], version=meta["version"], family=meta["family"],
                                                 path=meta_file.parent, metadata=meta))
-        return sorted(found.values(), key=lambda i: (i.name, _version_key(i.version)))
+        return sorted(found.values(), key=lambda i: (i.name, version_key(i.version)))
 
     def resolve(self, spec: str) -> ModelInfo:
         """``name`` (latest version) or ``name@version`` or a path to an artifact directory."""
@@ -85,9 +87,23 @@ class Registry:
 
     def load(self, spec: str) -> Classifier:
         info = self.resolve(spec)
-        target = FAMILIES.get(info.family)
-        if target is None:
-            raise StampflowError(f"model {info.name}@{info.version} has unknown family '{info.family}'")
-        module_name, _, cls_name = target.partition(":")
+        module_name, _, cls_name = SERVING[serving_kind(info)][1].partition(":")
         cls = getattr(importlib.import_module(module_name), cls_name)
         return cls.load(info)
+
+
+def serving_kind(info: ModelInfo) -> str:
+    """Which `SERVING` kind serves an artifact: the one whose suffix its weights file has. CNN metadata names
+    the file (``"weights": "model.keras"``); otherwise the artifact directory must hold exactly one weights file."""
+    named = info.metadata.get("weights")
+    suffixes = {suffix: kind for kind, (suffix, _) in SERVING.items()}
+    if named:
+        files = [Path(named)]
+    else:
+        files = sorted(p for p in Path(info.path).iterdir() if p.suffix in suffixes) if Path(info.path).is_dir() else []
+    kinds = {suffixes.get(f.suffix) for f in files}
+    if len(kinds) != 1 or None in kinds:
+        found = ", ".join(f.name for f in files) or "none"
+        raise StampflowError(f"model {info.name}@{info.version}: cannot tell how to serve it from its weights file "
+                             f"({found}; expected one of {', '.join(suffixes)})")
+    return kinds.pop()

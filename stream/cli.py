@@ -1,4 +1,8 @@
-"""``stampflow`` command line. User errors print one line and exit non-zero; tracebacks are for bugs only."""
+"""``stampflow`` command line. User errors print one line and exit non-zero; tracebacks are for bugs only.
+
+The one place that knows every floor. ``training`` is imported only inside the commands that need it (train,
+evaluate, replay --format, and help text naming the families), so ``serve`` and ``classify`` never import it.
+"""
 from __future__ import annotations
 
 import argparse
@@ -58,7 +62,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     def on_batch(outcome) -> None:
         bar.update(len(outcome.results) + len(outcome.dead_letters))
         if len(shown) < args.show:
-            shown.extend(outcome.results[: args.show - len(shown)])
+            shown.extend(r.record() for r in outcome.results[: args.show - len(shown)])
 
     metrics = Metrics()
     metrics_log = None
@@ -139,11 +143,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def replay_archive(settings, args: argparse.Namespace, paths: list[Path], rate: float | None) -> dict[str, Any]:
-    """Archival cutout sets -> cutout packets on a topic or in a file (training.archives names the readers)."""
+    """Archival cutout sets -> cutout packets on a topic or in a file (each family declares its formats)."""
     from tqdm import tqdm
 
     from schemas.cutout_packet import encode_cutout, write_cutout_file
-    from training.archives import iter_archive
+    from training.families import iter_archive
 
     options = _options(args.set)
     limit = args.limit
@@ -205,17 +209,29 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# TrainOptions field -> the flag that sets it, for one-line errors in the user's words
+_TRAIN_FLAGS = {"data": "--data", "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed",
+                "from_model": "--from", "freeze": "--freeze", "out_root": "--out", "version": "--version",
+                "mixed_precision": "--mixed-precision", "learning_rate": "--learning-rate"}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.cnn import TrainOptions
+    from pydantic import ValidationError
+
     from training.families import train
+    from training.family import TrainOptions
 
     _setup_logging("INFO")
-    opts = TrainOptions(data=Path(args.data), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                        from_model=args.from_model, freeze=args.freeze,
-                        out_root=Path(args.out) if args.out else None, version=args.version,
-                        mixed_precision=args.mixed_precision, learning_rate=args.learning_rate,
-                        extra=_options(args.set))
-    result = train(args.family, opts)
+    flags = {field: getattr(args, field) for field in ("data", "epochs", "batch_size", "seed", "from_model", "freeze",
+                                                       "version", "mixed_precision", "learning_rate")}
+    flags["out_root"] = args.out
+    try:
+        opts = TrainOptions(**flags)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err.get("loc") else "?"
+        raise StampflowError(f"{_TRAIN_FLAGS.get(field, field)} {flags.get(field)}: {err['msg']}") from None
+    result = train(args.family, opts, _options(args.set))
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -249,6 +265,21 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------------------------------
+class _RegistryHelp(argparse.HelpFormatter):
+    """Fills ``{families}`` and ``{formats}`` in help texts from the family registry when help is printed, so the
+    lists follow the registry and building the parser (every command, ``serve`` included) imports no training."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and ("{families}" in text or "{formats}" in text):
+            from training.families import FAMILIES, archive_formats
+
+            names = [f.name for f in FAMILIES]
+            text = text.replace("{families}", ", ".join(names[:-1]) + " or " + names[-1])
+            text = text.replace("{formats}", ", ".join(archive_formats()))
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stampflow", description="Streaming classifier for astronomical alert cutouts.")
     p.add_argument("--config", help="YAML config file (env STAMPFLOW_* overrides it)")
@@ -268,11 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("replay", help="produce archival alerts, or archival cutout sets as packets, into Kafka "
-                                      "(or cutout packets into a file)")
+                                      "(or cutout packets into a file)", formatter_class=_RegistryHelp)
     r.add_argument("paths", nargs="+")
     r.add_argument("--topic", help="Kafka topic to produce to")
-    r.add_argument("--format", help="archival cutout format: griese, frdeep, mirabest, radio-fits, deepmerge, "
-                                    "candels, clash, sdss-spin, ztf-stargal (default: alert files)")
+    r.add_argument("--format", help="archival cutout format: {formats} (default: alert files)")
     r.add_argument("--out", help="with --format: write the cutout packets to this .avro file instead of Kafka")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="reader option, repeatable")
     r.add_argument("--limit", type=int, help="with --format: at most this many cutouts per repeat")
@@ -289,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--json", action="store_true")
     ml.set_defaults(func=cmd_models_list)
 
-    t = sub.add_parser("train", help="train a model family; writes a versioned artifact with plots")
-    t.add_argument("family", help="stargal, radio, deepmerge, morphology or spin")
+    t = sub.add_parser("train", help="train a model family; writes a versioned artifact with plots",
+                       formatter_class=_RegistryHelp)
+    t.add_argument("family", help="{families}")
     t.add_argument("--data", required=True, help="the family's archival data (file or directory)")
     t.add_argument("--epochs", type=int, help="training epochs (default: the family's)")
     t.add_argument("--batch-size", type=int, help="training batch size (default: the family's)")

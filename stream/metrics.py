@@ -1,4 +1,7 @@
-"""Prometheus metrics, updated by the engine at the seams (models never touch them).
+"""Prometheus metrics, updated at the engine's seams (models never touch them): `stream.accounting` counts
+messages, results and latency, `stream.truth` the running accuracy, `stream.routing` inference time,
+`stream.lag` consumer lag and `stream.error_budget` the failure streak; the engine itself only beats the health
+clock when its poll loop turns.
 
 Each worker owns a `Metrics` with its own registry, so tests and benchmarks can run several engines in one
 process without clashing. Names are part of the contract with deploy/prometheus and deploy/grafana.
@@ -86,7 +89,8 @@ class Metrics:
                                     registry=r)
         self.inference = Histogram("stampflow_inference_seconds", "Seconds per model call on one batch.", ["model"],
                                    buckets=INFERENCE_BUCKETS, registry=r)
-        self.lag = Gauge("stampflow_consumer_lag", "High watermark minus the consumer position (next offset to process), per partition.",
+        self.lag = Gauge("stampflow_consumer_lag",
+                         "High watermark minus the consumer position (next offset to process), per partition.",
                          ["topic", "partition"], registry=r)
         self.model_info = Gauge("stampflow_model_info", "Loaded models (value 1).", ["model", "version", "family"],
                                 registry=r)

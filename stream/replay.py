@@ -16,10 +16,11 @@ from typing import Any, Iterable, Iterator
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream.config import Settings
 from schemas.errors import StampflowError
-from stream.file_source import FileSource
 from schemas.packet import DeadLetter
+from stream.broker import check_broker
+from stream.config import Settings
+from stream.file_source import FileSource
 
 
 def _produce(producer: Producer, topic: str, value: bytes, on_delivery, key: bytes | None = None) -> bool:
@@ -62,8 +63,6 @@ def replay_messages(settings: Settings, messages: Iterable[tuple[bytes | None, b
     """Produce (key, value, where-from) messages to ``topic`` idempotently, at ``rate`` per second if given, and
     wait until the broker acknowledged every one (raises `StampflowError` otherwise)."""
     from tqdm import tqdm
-
-    from stream.worker import check_broker
 
     if rate is not None and rate <= 0:
         raise StampflowError("--rate must be positive")

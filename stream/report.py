@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from schemas.errors import StampflowError
-from stream.top import QUANTILES, fmt_seconds, histogram_quantile, prometheus_query_range
+from stream.fmt import fmt_seconds
+from stream.prom_query import prometheus_query_range
+from stream.prom_samples import QUANTILES, histogram_quantile
 
 Key = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
 

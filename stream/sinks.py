@@ -1,7 +1,10 @@
 """Where results and dead letters go: Kafka (idempotent or transactional producer) or files.
 
-Every sink has the same contract: ``write`` queues, ``flush`` returns only when everything queued is durably
-acknowledged and raises `PublishError` otherwise. The engine commits source offsets only after ``flush``.
+Every sink has the same contract: ``write_*`` queue typed records; ``commit(source, batch)`` returns only when
+everything queued is durably acknowledged and the batch's source offsets are committed, and raises
+`PublishError` (committing nothing) otherwise. How the two are tied together is the sink's business, so the
+engine never asks which sink or source it has: a transactional Kafka sink sends the offsets inside its
+transaction, every other sink waits for acknowledgement and then asks the source to commit.
 """
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from typing import Any, Protocol
 from fastavro.write import Writer
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from schemas.results import encode_schemaless, load_schema
 from schemas.errors import StampflowError
 from schemas.packet import DeadLetter
+from schemas.results import ClassificationResult, DeadLetterRecord, encode_schemaless, load_schema
+from stream.sources import Item, Source, TransactionalSource
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +35,10 @@ class PublishError(StampflowError):
     exit_code = 1
 
 
-def dead_letter_record(dl: DeadLetter, code_version: str) -> dict[str, Any]:
-    return {"schema_version": "1", "value": dl.value, "stage": dl.stage, "error": dl.error,
-            "error_type": dl.error_type, "candid": dl.candid, "source": dl.origin.as_dict(), "time": dl.time,
-            "code_version": code_version}
-
-
 class Sink(Protocol):
-    def write_results(self, results: list[dict[str, Any]]) -> None: ...
+    def write_results(self, results: list[ClassificationResult]) -> None: ...
     def write_dead_letters(self, letters: list[DeadLetter]) -> None: ...
-    def flush(self) -> None: ...
+    def commit(self, source: Source, batch: list[Item]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -104,16 +102,16 @@ class KafkaSink:
                 raise PublishError(f"could not produce to {topic}: {exc.args[0].str()}; offsets were not "
                                    f"committed") from None
 
-    def write_results(self, results: list[dict[str, Any]]) -> None:
+    def write_results(self, results: list[ClassificationResult]) -> None:
         self.begin()
         for r in results:
-            self._produce(self.result_topic, encode_schemaless(r), str(r["candid"]).encode(), RESULT_HEADERS)
+            self._produce(self.result_topic, encode_schemaless(r.record()), str(r.candid).encode(), RESULT_HEADERS)
         self.producer.poll(0)
 
     def write_dead_letters(self, letters: list[DeadLetter]) -> None:
         self.begin()
         for dl in letters:
-            value = encode_schemaless(dead_letter_record(self._fit(dl), self.code_version), "dead_letter")
+            value = encode_schemaless(DeadLetterRecord.of(self._fit(dl), self.code_version).record(), "dead_letter")
             self._produce(self.dead_letter_topic, value, dl.origin.describe().encode(), DEAD_LETTER_HEADERS)
         self.producer.poll(0)
 
@@ -138,6 +136,18 @@ class KafkaSink:
             detail = "; ".join(errors[:3]) or f"{remaining} messages still queued"
             raise PublishError(f"the broker did not acknowledge every result within {self.delivery_timeout_s:g}s "
                                f"({detail}); offsets were not committed")
+
+    def commit(self, source: Source, batch: list[Item]) -> None:
+        """At-least-once: wait for every acknowledgement, then let the source commit. Exactly-once: the
+        batch's offsets go into the producer's transaction, so results and progress become visible together."""
+        self.flush()  # raises PublishError: nothing is committed then
+        if not self.transactional:
+            source.commit(batch)
+            return
+        if not isinstance(source, TransactionalSource):
+            raise StampflowError("exactly-once delivery needs a source whose offsets can join a Kafka "
+                                 "transaction (a Kafka consumer); set kafka.exactly_once to false")
+        self.commit_transaction(source.next_offsets(batch), source.group_metadata())
 
     def commit_transaction(self, offsets: list, group_metadata: Any, attempts: int = 3) -> None:
         """Exactly-once: results, dead letters and the consumed offsets become visible together."""
@@ -204,12 +214,12 @@ class FileSink:
             self._results_writer = Writer(self._results, load_schema("classification"), codec="deflate")
             self._results_writer.flush()
 
-    def write_results(self, results: list[dict[str, Any]]) -> None:
+    def write_results(self, results: list[ClassificationResult]) -> None:
         if self.fmt == "jsonl":
             for r in results:
-                self._results.write(json.dumps(r, separators=(",", ":")).encode() + b"\n")
+                self._results.write(json.dumps(r.record(), separators=(",", ":")).encode() + b"\n")
         else:
-            self._avro_buffer.extend(results)
+            self._avro_buffer.extend(r.record() for r in results)
         self.results_written += len(results)
 
     def write_dead_letters(self, letters: list[DeadLetter]) -> None:
@@ -220,13 +230,18 @@ class FileSink:
             self._dl_avro = open(self.dead_letter_dir / "dead_letters.avro", "wb")
             self._dl_index = open(self.dead_letter_dir / "dead_letters.jsonl", "w")
         for dl in letters:
-            rec = dead_letter_record(dl, self.code_version)
+            rec = DeadLetterRecord.of(dl, self.code_version).record()
             self._dl_buffer.append(rec)
             summary = {k: v for k, v in rec.items() if k != "value"}
             summary["bytes"] = len(dl.value)
             summary["sha256"] = hashlib.sha256(dl.value).hexdigest()
             self._dl_index.write(json.dumps(summary) + "\n")
         self.dead_letters_written += len(letters)
+
+    def commit(self, source: Source, batch: list[Item]) -> None:
+        """Files are durable once flushed; the source (a file iterator) then records its progress."""
+        self.flush()
+        source.commit(batch)
 
     def flush(self) -> None:
         if self._avro_buffer:

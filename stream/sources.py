@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -29,6 +29,15 @@ class Source(Protocol):
     def lag(self) -> dict[tuple[str, int], int]: ...
     def assigned(self) -> bool: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TransactionalSource(Protocol):
+    """A source whose progress can be committed inside a Kafka producer transaction (exactly-once): the
+    transactional sink asks for this capability, so neither it nor the engine names a concrete source."""
+
+    def next_offsets(self, items: list[Item]) -> list[TopicPartition]: ...
+    def group_metadata(self) -> Any: ...
 
 
 class IterSource:
@@ -169,6 +178,7 @@ class KafkaSource:
 
     @staticmethod
     def next_offsets(items: list[Item]) -> list[TopicPartition]:
+        """The offsets to commit for ``items``: one past the highest offset per partition (Kafka's convention)."""
         top: dict[tuple[str, int], int] = {}
         for it in items:
             o = it.origin

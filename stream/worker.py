@@ -7,19 +7,17 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from models.base import Classifier
 from models.registry import Registry
+from models.versioning import code_version
+from schemas.errors import StampflowError
+from schemas.packet import Framing
+from stream.broker import check_broker
 from stream.config import Settings
 from stream.decode import Decoder
 from stream.engine import Engine
-from schemas.errors import StampflowError
 from stream.metrics import Metrics
 from stream.metrics_log import MetricsLogger
-from schemas.packet import Framing
-from models.versioning import code_version
 from stream.schema_registry import SchemaResolver
 from stream.sinks import FileSink, KafkaSink, Sink
 from stream.sources import KafkaSource, Source
@@ -46,26 +44,6 @@ def build_decoder(settings: Settings) -> Decoder:
     if s.schema_dir is not None or s.registry_url is not None:
         resolver = SchemaResolver(schema_dir=s.schema_dir, registry_url=s.registry_url)
     return Decoder(resolver=resolver, framing=Framing(s.framing))
-
-
-def check_broker(bootstrap: str, common: dict, timeout_s: float = 10.0, topics: Sequence[str] = ()) -> None:
-    """Fail fast with one line when the broker cannot be reached, instead of librdkafka retrying forever;
-    warn about input topics that do not exist yet (a worker may legitimately start before its producer)."""
-    # librdkafka's own connection-refused chatter would bury the one line we print.
-    conf = {"bootstrap.servers": bootstrap, **common, "log_level": 0}
-    try:
-        meta = AdminClient(conf).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise StampflowError(f"cannot reach Kafka at {bootstrap} within {timeout_s:g}s "
-                             f"({exc.args[0].str()})") from None
-    except ValueError as exc:  # librdkafka rejects a setting before connecting
-        raise StampflowError(f"invalid Kafka configuration: {exc}") from None
-    for topic in topics:
-        info = meta.topics.get(topic)
-        if info is None:
-            log.warning("input topic %s does not exist on %s yet; waiting for it", topic, bootstrap)
-        elif info.error is not None:
-            raise StampflowError(f"input topic {topic} on {bootstrap}: {info.error.str()}")
 
 
 def install_signal_handlers(stop: threading.Event, on_stop: Callable[[], None] | None = None) -> None:

@@ -1,9 +1,10 @@
-"""What every CNN family's training shares: options, device set-up, augmentation, the fit loop with a progress
-bar and a throughput figure, transfer-learning helpers, plots and the artifact writer.
+"""What every CNN family's training shares: device set-up, the fit loop with a progress bar and a throughput
+figure, transfer-learning helpers, predictions through the serving path and the artifact writer.
 
-Families (`training/radio.py`, ...) own their data and architecture; everything here is family-neutral, and
+Families (`training/radio/`, ...) own their data and architecture; everything here is family-neutral, and
 serving-side code (`models.cnn`, `models.preprocess`) is imported, never copied, so a model is evaluated on
-exactly the path the worker runs.
+exactly the path the worker runs. Augmentation layers are in `training.augment`, plots in `training.plots`,
+scores and splits in `training.evaluation`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import shutil
 import sys
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,64 +23,12 @@ import numpy as np
 
 from models.base import TASKS, InputSpec, ModelInfo
 from models.cnn import DEFAULT_WEIGHTS, compile_predict, device_summary, load_keras, tensorflow
-from models.registry import BUNDLED_ROOT, Registry
+from models.registry import BUNDLED_ROOT, Registry, serving_kind
 from models.versioning import code_version
 from schemas.errors import StampflowError
-from training.evaluation import classification_report, next_version, quantile_bins, regression_report  # noqa: F401
-from training.evaluation import stratified_split_fractions as stratified_split  # noqa: F401  (families' API)
+from training.evaluation import next_version
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainOptions:
-    """``stampflow train FAMILY`` options; family-specific ones arrive in ``extra`` (``--set key=value``)."""
-
-    data: Path
-    epochs: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    from_model: str | None = None
-    freeze: int | None = None
-    out_root: Path | None = None
-    version: str | None = None
-    mixed_precision: bool = False
-    learning_rate: float | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def get(self, key: str, default: Any = None, cast: type | None = None) -> Any:
-        """A ``--set`` value, cast (bool accepts 1/0/true/false/yes/no); a bad value is a one-line error."""
-        if key not in self.extra:
-            return default
-        raw = self.extra[key]
-        if cast is None:
-            return raw
-        try:
-            if cast is bool:
-                low = raw.strip().lower()
-                if low not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(raw)
-                return low in ("1", "true", "yes")
-            return cast(raw)
-        except ValueError:
-            raise StampflowError(f"--set {key}={raw}: expected {cast.__name__}") from None
-
-    def fractions(self, default: tuple[float, ...], key: str = "fractions") -> tuple[float, ...]:
-        """``--set fractions=0.7,0.15,0.15``: train/validation/test parts, checked; ``default`` when unset."""
-        raw = self.extra.get(key)
-        if not raw:
-            return tuple(default)
-        try:
-            fr = tuple(float(v) for v in raw.split(","))
-        except ValueError:
-            raise StampflowError(f"--set {key}={raw}: expected e.g. 0.7,0.15,0.15") from None
-        if len(fr) != 3 or any(f <= 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
-            raise StampflowError(f"--set {key}={raw}: three positive fractions (train,val,test) summing to 1")
-        return fr
-
-    @property
-    def registry_root(self) -> Path:
-        return Path(self.out_root) if self.out_root else BUNDLED_ROOT
 
 
 def configure_device(mixed_precision: bool = False, seed: int | None = None) -> dict[str, Any]:
@@ -95,29 +44,6 @@ def configure_device(mixed_precision: bool = False, seed: int | None = None) -> 
     if mixed_precision and not use_mixed:
         log.warning("mixed precision asked for but no GPU is visible: training in float32 on the CPU")
     return {**device, "mixed_precision": use_mixed}
-
-
-def augmentation(rotate_deg: float = 0.0, flip: str | None = None, zoom: float = 0.0, shift: float = 0.0,
-                 seed: int = 0):
-    """Keras preprocessing layers for on-the-fly augmentation, or None if nothing is asked.
-
-    ``rotate_deg``: maximum rotation either way (180 = any angle); ``flip``: "horizontal", "vertical" or
-    "horizontal_and_vertical"; ``zoom``: ±fraction; ``shift``: ±fraction of the image size. Empty corners are
-    filled with the nearest edge pixels, so augmentation never invents a border the sky does not have.
-    """
-    tensorflow()
-    import keras
-
-    layers = []
-    if flip:
-        layers.append(keras.layers.RandomFlip(flip, seed=seed))
-    if rotate_deg:
-        layers.append(keras.layers.RandomRotation(rotate_deg / 360.0, fill_mode="nearest", seed=seed + 1))
-    if zoom:
-        layers.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="nearest", seed=seed + 2))
-    if shift:
-        layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed + 3))
-    return keras.Sequential(layers, name="augmentation") if layers else None
 
 
 @dataclass
@@ -255,8 +181,9 @@ def freeze_first(model, n: int) -> list[str]:
 def load_keras_model(spec: str, roots: Sequence[Path] = ()) -> tuple[Any, ModelInfo]:
     """A registry model (name, name@version or artifact directory) as a Keras model, loaded in safe mode."""
     info = Registry(list(roots)).resolve(spec)
-    if info.family == "stargal":
-        raise StampflowError(f"{spec} is a Gaussian-process model; transfer learning needs a CNN artifact")
+    if serving_kind(info) != "keras":
+        raise StampflowError(f"{spec} is not a Keras network ({info.family}); transfer learning needs a CNN "
+                             "artifact")
     return load_keras(info.path / info.metadata.get("weights", DEFAULT_WEIGHTS)), info
 
 
@@ -285,96 +212,26 @@ def inference_rate(model, input_shape: Sequence[int], batch: int = 256, repeats:
     return batch * repeats / (time.perf_counter() - t0)
 
 
-def load_family_model(model: str, family: str, options: dict[str, Any] | None, known: set[str]):
-    """`evaluate`'s common start: refuse unknown ``--set`` options, resolve the model, check its family,
-    load it through the serving class. Returns (KerasCNN, options dict)."""
+def load_served(info: ModelInfo, family: str):
+    """`evaluate`'s common start: check the resolved artifact is this family's, and load it through the serving
+    class (`models.cnn.KerasCNN`), so evaluation runs exactly what a worker runs."""
     from models.cnn import KerasCNN
 
-    options = dict(options or {})
-    unknown = set(options) - set(known)
-    if unknown:
-        raise StampflowError(f"unknown evaluate option(s) {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(sorted(known))})")
-    info = Registry().resolve(str(model))
     if info.family != family:
         raise StampflowError(f"model {info.name}@{info.version} is a '{info.family}' model, not {family}")
-    return KerasCNN.load(info), options
+    return KerasCNN.load(info)
 
 
-# ------------------------------------------------------------------------------------------------------- plots
+def served_predictions(artifact: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """A freshly written artifact's outputs for geometry-prepared stamps ``x``, through the serving class
+    (recipe + network, ``KerasCNN.predict_batch``): training checks them against its in-memory predictions."""
+    from models.cnn import KerasCNN
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(history: dict[str, list[float]], path: Path, title: str = "Training curves") -> Path:
-    """Loss and every other metric per epoch, training vs validation, one panel each."""
-    plt = _pyplot()
-    names = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.2 * max(len(names), 1), 3.4), dpi=110,
-                             squeeze=False)
-    for ax, name in zip(axes[0], names):
-        epochs = np.arange(1, len(history[name]) + 1)
-        ax.plot(epochs, history[name], label="train")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def plot_scatter(true: np.ndarray, pred: np.ndarray, names: Sequence[str], path: Path,
-                 title: str = "Predicted vs true") -> Path:
-    """Predicted against true, one panel per output, with the identity line and the RMSE."""
-    plt = _pyplot()
-    t = np.asarray(true, dtype=float).reshape(len(true), -1)
-    p = np.asarray(pred, dtype=float).reshape(len(pred), -1)
-    k = t.shape[1]
-    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.4), dpi=110, squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        lo, hi = float(min(t[:, i].min(), p[:, i].min())), float(max(t[:, i].max(), p[:, i].max()))
-        ax.scatter(t[:, i], p[:, i], s=6, alpha=0.5)
-        ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
-        rmse = float(np.sqrt(np.mean((p[:, i] - t[:, i]) ** 2)))
-        ax.set_title(f"{names[i]}  RMSE {rmse:.3f}", fontsize=9)
-        ax.set_xlabel("true")
-        ax.set_ylabel("predicted")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def write_training_plots(history: dict[str, list[float]], out_dir: Path, report: dict[str, Any], task: str,
-                         classes: Sequence[str], *, true: np.ndarray | None = None,
-                         pred: np.ndarray | None = None, name: str = "") -> dict[str, str]:
-    """Curves PNG, plus a confusion matrix (classifiers, from ``report``) or a scatter plot (regression and
-    vote fractions, from ``true``/``pred``). Returns {plot name: file name}."""
-    from training.plots import plot_confusion_matrix
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots = {"curves": plot_curves(history, out_dir / "training_curves.png", f"{name} training curves").name}
-    cm = report.get("confusion_matrix")
-    if cm is not None:
-        plots["confusion_matrix"] = plot_confusion_matrix(cm["matrix"], cm["labels"], out_dir / "confusion_matrix.png",
-                                                          f"{name} confusion matrix (test)").name
-    if task in ("regression", "fractions") and true is not None and pred is not None:
-        plots["scatter"] = plot_scatter(true, pred, classes, out_dir / "scatter.png", f"{name} predicted vs true").name
-    return plots
+    artifact = Path(artifact)
+    meta = json.loads((artifact / "metadata.json").read_text())
+    clf = KerasCNN.load(ModelInfo(meta["name"], meta["version"], meta["family"], artifact, meta))
+    out = [clf.predict_batch(x[i:i + batch]).probabilities for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, len(meta["classes"])))
 
 
 # ------------------------------------------------------------------------------------------------- artifacts

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from models.registry import _version_key
+from models.registry import version_key
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -137,7 +137,7 @@ def next_version(root: Path, name: str, default: str = "1.0.0") -> str:
     existing = [p.name for p in base.glob("*") if (p / "metadata.json").exists()] if base.is_dir() else []
     if not existing:
         return default
-    latest = max(existing, key=_version_key)
+    latest = max(existing, key=version_key)
     parts = latest.split(".")
     if len(parts) == 3 and all(x.isdigit() for x in parts):
         return f"{parts[0]}.{int(parts[1]) + 1}.0"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Annotated, Any, Callable, Iterator, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from models.base import Classifier, ModelInfo
 from models.registry import BUNDLED_ROOT
@@ -57,18 +57,22 @@ class FamilyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def parse_options(options: type[FamilyOptions], pairs: Mapping[str, str], *, family: str) -> FamilyOptions:
+def parse_options(options: type[FamilyOptions], pairs: Mapping[str, str], *, family: str,
+                  command: str = "train") -> FamilyOptions:
     """``--set key=value`` pairs validated against a family's options model; one clear line for any mistake."""
     try:
         return options.model_validate(dict(pairs))
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err.get("loc", ())) or "?"
+        loc = err.get("loc", ())
+        key = str(loc[0]) if loc else "?"  # the --set key, also when one item of a list option is wrong
         if err.get("type") == "extra_forbidden":
             known = ", ".join(options.model_fields) or "none"
-            raise StampflowError(f"--set {key}: unknown option for family '{family}' (known: {known})") from None
+            raise StampflowError(f"--set {key}: unknown {command} option for family '{family}' "
+                                 f"(known: {known})") from None
         raw = pairs.get(key, "")
-        raise StampflowError(f"--set {key}={raw}: {err.get('msg', 'invalid value')}") from None
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")  # a validator's own words
+        raise StampflowError(f"--set {key}={raw}: {msg}") from None
 
 
 def parse_fractions(raw: str | tuple[float, ...] | list[float]) -> tuple[float, float, float]:
@@ -82,6 +86,21 @@ def parse_fractions(raw: str | tuple[float, ...] | list[float]) -> tuple[float, 
     if len(fr) != 3 or any(f <= 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
         raise ValueError("three positive fractions (train,val,test) summing to 1")
     return fr  # type: ignore[return-value]
+
+
+def split_csv(raw: Any) -> Any:
+    """``a,b,c`` from ``--set`` -> ``["a", "b", "c"]`` (blank items dropped); lists and tuples pass through."""
+    if isinstance(raw, str):
+        return [v.strip() for v in raw.split(",") if v.strip()]
+    return raw
+
+
+# A list option from --set: ``Annotated[tuple[int, ...], Csv]`` reads "0,16,40"; items are then validated.
+Csv = BeforeValidator(split_csv)
+
+# A ``fractions`` option field: ``Field((0.7, 0.15, 0.15), description=...)`` typed as `Fractions` accepts
+# "0.7,0.15,0.15" from --set and refuses anything that is not three positive parts summing to 1.
+Fractions = Annotated[tuple[float, float, float], BeforeValidator(parse_fractions)]
 
 
 @dataclass(frozen=True)
@@ -111,6 +130,14 @@ class Family:
     readers: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # dataset name -> loader
     archives: tuple[ArchiveFormat, ...] = ()                     # replay formats it owns
     mock_trained: bool = False                                   # its bundled artifacts learned from mock images
+    # `stampflow evaluate`'s --set options; the base class takes none (train and evaluate options differ:
+    # an option evaluate would ignore is refused, not silently dropped)
+    evaluate_options: type[FamilyOptions] = FamilyOptions
 
     def parse(self, pairs: Mapping[str, str]) -> FamilyOptions:
+        """``stampflow train``'s ``--set`` pairs as this family's typed options."""
         return parse_options(self.options, pairs, family=self.name)
+
+    def parse_evaluate(self, pairs: Mapping[str, str]) -> FamilyOptions:
+        """``stampflow evaluate``'s ``--set`` pairs as this family's typed evaluation options."""
+        return parse_options(self.evaluate_options, pairs, family=self.name, command="evaluate")

@@ -1,13 +1,15 @@
-"""PNG plots written next to a trained artifact (matplotlib, Agg backend: no display needed)."""
+"""PNG plots written next to a trained artifact (matplotlib, Agg backend: no display needed): confusion
+matrices, training curves, predicted-vs-true scatter plots and the star/galaxy normalisation comparison."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed); imported when a plot is drawn."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -19,7 +21,7 @@ def _pyplot():
 def plot_confusion_matrix(matrix: np.ndarray | Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
                           title: str = "Confusion matrix") -> Path:
     """Counts with row-normalised shading; rows are the true class, columns the predicted class."""
-    plt = _pyplot()
+    plt = pyplot()
     m = np.asarray(matrix, dtype=float)
     rows = m.sum(axis=1, keepdims=True)
     frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
@@ -46,7 +48,7 @@ def plot_confusion_matrix(matrix: np.ndarray | Sequence[Sequence[int]], classes:
 def plot_normalisation_comparison(table: Sequence[dict], path: str | Path,
                                   title: str = "Normalisation / feature comparison") -> Path:
     """Grouped bars: validation (CV) accuracy per normalisation, one bar per feature setting, with error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     norms = list(dict.fromkeys(r["normalisation"] for r in table))
     feats = list(dict.fromkeys(r["features"] for r in table))
     width = 0.8 / max(len(feats), 1)
@@ -73,3 +75,65 @@ def plot_normalisation_comparison(table: Sequence[dict], path: str | Path,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_curves(history: dict[str, list[float]], path: Path, title: str = "Training curves") -> Path:
+    """Loss and every other metric per epoch, training vs validation, one panel each."""
+    plt = pyplot()
+    names = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.2 * max(len(names), 1), 3.4), dpi=110,
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        epochs = np.arange(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_scatter(true: np.ndarray, pred: np.ndarray, names: Sequence[str], path: Path,
+                 title: str = "Predicted vs true") -> Path:
+    """Predicted against true, one panel per output, with the identity line and the RMSE."""
+    plt = pyplot()
+    t = np.asarray(true, dtype=float).reshape(len(true), -1)
+    p = np.asarray(pred, dtype=float).reshape(len(pred), -1)
+    k = t.shape[1]
+    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.4), dpi=110, squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        lo, hi = float(min(t[:, i].min(), p[:, i].min())), float(max(t[:, i].max(), p[:, i].max()))
+        ax.scatter(t[:, i], p[:, i], s=6, alpha=0.5)
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+        rmse = float(np.sqrt(np.mean((p[:, i] - t[:, i]) ** 2)))
+        ax.set_title(f"{names[i]}  RMSE {rmse:.3f}", fontsize=9)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_training_plots(history: dict[str, list[float]], out_dir: Path, report: dict[str, Any], task: str,
+                         classes: Sequence[str], *, true: np.ndarray | None = None,
+                         pred: np.ndarray | None = None, name: str = "") -> dict[str, str]:
+    """Curves PNG, plus a confusion matrix (classifiers, from ``report``) or a scatter plot (regression and
+    vote fractions, from ``true``/``pred``). Returns {plot name: file name}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {"curves": plot_curves(history, out_dir / "training_curves.png", f"{name} training curves").name}
+    cm = report.get("confusion_matrix")
+    if cm is not None:
+        plots["confusion_matrix"] = plot_confusion_matrix(cm["matrix"], cm["labels"], out_dir / "confusion_matrix.png",
+                                                          f"{name} confusion matrix (test)").name
+    if task in ("regression", "fractions") and true is not None and pred is not None:
+        plots["scatter"] = plot_scatter(true, pred, classes, out_dir / "scatter.png", f"{name} predicted vs true").name
+    return plots

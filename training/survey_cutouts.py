@@ -26,7 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from schemas.errors import StampflowError
+from schemas.errors import CutoutError, StampflowError
+from schemas.stamps import read_fits_file
 
 MODES = ("partial", "trim", "strict")
 
@@ -159,36 +160,56 @@ def cut_stamps(data: np.ndarray, wcs, coords: Any = None, size: int = 150, *, ra
     return out
 
 
-def read_fits_with_wcs(path: str | Path, hdu: int | None = None) -> tuple[np.ndarray, Any, dict[str, Any]]:
-    """(2-D float32 image, celestial WCS, a few header values) from the first image HDU (or ``hdu``)."""
-    import warnings
+def read_fits_with_wcs(path: str | Path) -> tuple[np.ndarray, Any, dict[str, Any]]:
+    """(2-D float32 image, celestial WCS, a few header values) of a FITS image.
 
-    from astropy.io import fits
-    from astropy.wcs import WCS, FITSFixedWarning
-
+    The pixels come from `schemas.stamps.read_fits_file`, the one FITS reader (first image HDU, length-1 axes
+    dropped); only the WCS and the header values are read here, from that same HDU's header.
+    """
     p = Path(path)
     if not p.is_file():
         raise StampflowError(f"FITS file {p} does not exist")
     try:
-        with warnings.catch_warnings():
-            # SkyView headers carry tab characters in COMMENT cards and old-style keywords: harmless here.
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            warnings.filterwarnings("ignore", module="astropy.io.fits")
-            with fits.open(p, memmap=False) as hdul:
-                candidates = [hdu] if hdu is not None else [i for i, h in enumerate(hdul)
-                                                            if h.data is not None and np.ndim(h.data) >= 2]
-                if not candidates:
-                    raise StampflowError(f"{p} has no image HDU")
-                h = hdul[candidates[0]]
-                header = h.header
-                wcs = WCS(header)
-                image, cel = celestial_image(h.data, wcs)
-                info = {k: header.get(k) for k in ("SURVEY", "TELESCOP", "BUNIT", "OBJECT", "CRVAL1", "CRVAL2")}
-    except StampflowError:
-        raise
-    except (OSError, ValueError, IndexError) as exc:
+        image = read_fits_file(p)
+    except CutoutError as exc:
         raise StampflowError(f"cannot read {p} as a FITS image: {exc}") from None
+    header = _image_header(p)
+    try:
+        cel = _celestial_wcs(header)
+    except (ValueError, MemoryError) as exc:  # astropy's WCS errors derive from ValueError
+        raise StampflowError(f"cannot read the WCS of {p}: {exc}") from None
+    info = {k: header.get(k) for k in ("SURVEY", "TELESCOP", "BUNIT", "OBJECT", "CRVAL1", "CRVAL2")}
     return image, cel, info
+
+
+def _image_header(path: Path):
+    """The header of the HDU `read_fits_file` takes its pixels from: the first image HDU with two or more axes."""
+    import warnings
+
+    from astropy.io import fits
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="astropy.io.fits")  # see _celestial_wcs
+        with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul:
+                if getattr(hdu, "is_image", False) and int(hdu.header.get("NAXIS", 0)) >= 2:
+                    return hdu.header
+    raise StampflowError(f"{path} has no image HDU")
+
+
+def _celestial_wcs(header):
+    import warnings
+
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    with warnings.catch_warnings():
+        # SkyView headers carry tab characters in COMMENT cards and old-style keywords: harmless here.
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.filterwarnings("ignore", module="astropy.io.fits")
+        cel = WCS(header).celestial
+    if cel.naxis != 2 or not cel.has_celestial:
+        raise StampflowError("the image WCS has no celestial (RA/Dec) axes")
+    return cel
 
 
 def cut_stamps_from_fits(path: str | Path, coords: Any = None, size: int = 150, **kwargs) -> StampSet:

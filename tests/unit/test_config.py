@@ -110,3 +110,15 @@ def test_metrics_port_in_use_is_one_line(monkeypatch, capsys):
         from schemas.errors import StampflowError
         with pytest.raises(StampflowError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             serve(s)
+
+
+def test_worker_and_replay_share_the_one_broker_check():
+    """replay used to reach into the worker for it; both now import it from stream.broker."""
+    import inspect
+
+    import stream.broker
+    import stream.replay
+    import stream.worker
+
+    assert stream.worker.check_broker is stream.broker.check_broker is stream.replay.check_broker
+    assert "stream.worker" not in inspect.getsource(stream.replay)

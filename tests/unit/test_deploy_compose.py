@@ -18,9 +18,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy" / "tools"))
-import deploycheck as dc  # noqa: E402
+import compose_check  # noqa: E402
+import deploy_common  # noqa: E402
+import dockerfile_check  # noqa: E402
+import k8s_check  # noqa: E402
 
-COMPOSE_DIR = dc.COMPOSE_FILE.parent
+COMPOSE_DIR = compose_check.COMPOSE_FILE.parent
 # Variables the file reads from the shell on purpose, with no default: unset means "absent in the container".
 PASSTHROUGH = {"STAMPFLOW_SCHEMAS__REGISTRY_URL"}
 # Compose's own "service name" rule (compose-spec: lower-case letters, digits, dash, underscore; loader check).
@@ -29,12 +32,12 @@ SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 @pytest.fixture(scope="module")
 def validator():
-    return dc.compose_validator()
+    return compose_check.compose_validator()
 
 
 @pytest.fixture(scope="module")
 def compose():
-    raw, doc, missing = dc.load_compose()
+    raw, doc, missing = compose_check.load_compose()
     return raw, doc, missing
 
 
@@ -53,16 +56,16 @@ def resolve(host_path: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------------- schema
 def test_vendored_schema_is_the_recorded_upstream_copy():
-    readme = (dc.SCHEMAS / "README.md").read_text()
-    for path in sorted(dc.SCHEMAS.glob("*.json")) + sorted(dc.SCHEMAS.glob("*.yaml")):
+    readme = (deploy_common.SCHEMAS / "README.md").read_text()
+    for path in sorted(deploy_common.SCHEMAS.glob("*.json")) + sorted(deploy_common.SCHEMAS.glob("*.yaml")):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert f"`{path.name}`" in readme and digest in readme, f"{path.name}: sha256 {digest} not in README.md"
 
 
 def test_compose_file_is_valid_before_and_after_interpolation(validator, compose):
     raw, doc, missing = compose
-    assert dc.schema_errors(validator, raw) == []
-    assert dc.schema_errors(validator, doc) == []
+    assert deploy_common.schema_errors(validator, raw) == []
+    assert deploy_common.schema_errors(validator, doc) == []
     # `docker compose up` with a clean shell must not need any variable
     assert set(missing) == set(), f"variables without a default: {sorted(set(missing))}"
 
@@ -81,19 +84,19 @@ def test_compose_file_is_valid_before_and_after_interpolation(validator, compose
 def test_validator_rejects_broken_documents(validator, compose, mutate, expected):
     doc = copy.deepcopy(compose[1])
     mutate(doc)
-    errors = dc.schema_errors(validator, doc)
+    errors = deploy_common.schema_errors(validator, doc)
     assert any(expected in e for e in errors), errors
 
 
 def test_interpolation_follows_compose_rules():
     env = {"SET": "x", "EMPTY": ""}
     missing: list[str] = []
-    got = dc.interpolate({"a": "${SET:-d}", "b": "${EMPTY:-d}", "c": "${EMPTY-d}", "d": "${NOPE-d}",
+    got = compose_check.interpolate({"a": "${SET:-d}", "b": "${EMPTY:-d}", "c": "${EMPTY-d}", "d": "${NOPE-d}",
                           "e": "$$HOME", "f": "${SET:+alt}", "g": "pre-${NOPE}-post", "h": ["$SET"]}, env, missing)
     assert got == {"a": "x", "b": "d", "c": "", "d": "d", "e": "$HOME", "f": "alt", "g": "pre--post", "h": ["x"]}
     assert missing == ["NOPE"]
     with pytest.raises(ValueError):
-        dc.interpolate("${NOPE:?needed}", {})
+        compose_check.interpolate("${NOPE:?needed}", {})
 
 
 def test_only_named_variables_pass_through_unset(compose):
@@ -106,24 +109,24 @@ def test_only_named_variables_pass_through_unset(compose):
 
 # ---------------------------------------------------------------------------------------------- references
 def test_builds_point_at_the_dockerfile_and_a_real_target(services):
-    stages = {s.name for s in dc.parse_dockerfile().stages}
+    stages = {s.name for s in dockerfile_check.parse_dockerfile().stages}
     built = [n for n, s in services.items() if "build" in s]
     assert set(workers(services)) | {"replay"} <= set(built)
     for name in built:
         build = services[name]["build"]
         context = resolve(build["context"])
         assert context == REPO, f"{name}: context {context} (the Dockerfile COPYs paths relative to the repo root)"
-        assert (context / build["dockerfile"]).resolve() == dc.DOCKERFILE
+        assert (context / build["dockerfile"]).resolve() == dockerfile_check.DOCKERFILE
         assert build["target"] == "cpu" and build["target"] in stages
         assert services[name]["image"] == "stampflow:" + build["target"]
 
 
 def test_gpu_override_is_valid_and_gives_each_worker_a_gpu(validator, compose):
-    raw, override, missing = dc.load_compose(path=dc.COMPOSE_GPU_FILE)
-    assert dc.schema_errors(validator, raw) == [] and missing == []
-    merged = dc.merge_compose(compose[1], override)
-    assert dc.schema_errors(validator, merged) == []
-    stages = {s.name for s in dc.parse_dockerfile().stages}
+    raw, override, missing = compose_check.load_compose(path=compose_check.COMPOSE_GPU_FILE)
+    assert deploy_common.schema_errors(validator, raw) == [] and missing == []
+    merged = compose_check.merge_compose(compose[1], override)
+    assert deploy_common.schema_errors(validator, merged) == []
+    stages = {s.name for s in dockerfile_check.parse_dockerfile().stages}
     assert set(override["services"]) == set(workers(compose[1]["services"]))
     for name, svc in workers(merged["services"]).items():
         assert svc["build"]["target"] == "gpu" and "gpu" in stages
@@ -138,14 +141,14 @@ def test_gpu_override_is_valid_and_gives_each_worker_a_gpu(validator, compose):
 def test_merge_follows_compose_rules():
     base = {"s": {"image": "a", "ports": ["1:1"], "command": ["x"], "build": {"context": ".", "target": "cpu"}}}
     over = {"s": {"ports": ["2:2", "1:1"], "command": ["y"], "build": {"target": "gpu"}}}
-    assert dc.merge_compose(base, over) == {"s": {"image": "a", "ports": ["1:1", "2:2"], "command": ["y"],
+    assert compose_check.merge_compose(base, over) == {"s": {"image": "a", "ports": ["1:1", "2:2"], "command": ["y"],
                                                   "build": {"context": ".", "target": "gpu"}}}
 
 
 def test_every_bind_mount_source_exists(services):
     mounts = 0
     for name, svc in services.items():
-        for source, target in dc.bind_mounts(svc):
+        for source, target in compose_check.bind_mounts(svc):
             assert resolve(source).exists(), f"{name}: {source} -> {target} does not exist"
             mounts += 1
     assert mounts >= 6
@@ -184,7 +187,7 @@ def _settings_for(service: dict, monkeypatch):
 
     for name in [n for n in os.environ if n.startswith("STAMPFLOW_")]:
         monkeypatch.delenv(name)
-    image_env = dc.parse_dockerfile().stage(service["build"]["target"]).env()
+    image_env = dockerfile_check.parse_dockerfile().stage(service["build"]["target"]).env()
     for key, value in {**image_env, **service["environment"]}.items():
         if key.startswith("STAMPFLOW_") and value is not None:
             monkeypatch.setenv(key, str(value))
@@ -235,7 +238,7 @@ def test_replay_job_is_one_shot_and_reads_the_bundled_alerts_by_default(services
     replay = services["replay"]
     assert replay["profiles"] and replay["restart"] == "no"
     assert replay["healthcheck"] == {"disable": True}  # it serves no /livez
-    (source, target), = dc.bind_mounts(replay)
+    (source, target), = compose_check.bind_mounts(replay)
     assert resolve(source) == REPO / "tests" / "fixtures" / "alerts"
     assert replay["command"][1].startswith(target)
     from stream.cli import build_parser
@@ -246,7 +249,7 @@ def test_replay_job_is_one_shot_and_reads_the_bundled_alerts_by_default(services
 
 def test_worker_grace_period_covers_the_shutdown_budget(services, monkeypatch):
     k8s_grace = re.search(r"terminationGracePeriodSeconds:\s*(\d+)",
-                          (dc.K8S / "base" / "worker-deployment.yaml").read_text()).group(1)
+                          (k8s_check.K8S / "base" / "worker-deployment.yaml").read_text()).group(1)
     for name, svc in workers(services).items():
         s = _settings_for(svc, monkeypatch)
         grace = int(svc["stop_grace_period"].rstrip("s"))
@@ -278,7 +281,7 @@ def test_create_topics_script(tmp_path, services):
 
 # ------------------------------------------------------------------------------------------ Prometheus, Grafana
 def _mount_source(service: dict, target: str) -> Path:
-    for source, tgt in dc.bind_mounts(service):
+    for source, tgt in compose_check.bind_mounts(service):
         if tgt == target:
             return resolve(source)
     raise AssertionError(f"nothing mounted at {target}")
@@ -328,7 +331,7 @@ def test_grafana_provisions_the_datasource_and_the_dashboard(services):
     assert url.group(2) == "9090"
     providers = [p for f in sorted(dash_dir.glob("*.y*ml")) for p in yaml.safe_load(f.read_text())["providers"]]
     paths = {p["options"]["path"] for p in providers}
-    dashboards_mount = next(t for s, t in dc.bind_mounts(grafana) if t in paths)
+    dashboards_mount = next(t for s, t in compose_check.bind_mounts(grafana) if t in paths)
     dashboards = sorted(_mount_source(grafana, dashboards_mount).glob("*.json"))
     assert dashboards, "no dashboard JSON to provision"
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]

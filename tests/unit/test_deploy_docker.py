@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy" / "tools"))
-import deploycheck as dc  # noqa: E402
+import dockerfile_check as dc  # noqa: E402
 
 sys.path.insert(0, str(REPO / "deploy" / "docker"))
 import requirements as image_requirements  # noqa: E402

@@ -19,7 +19,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy" / "tools"))
-import deploycheck as dc  # noqa: E402
+import deploy_common  # noqa: E402
+import dockerfile_check  # noqa: E402
+import k8s_check  # noqa: E402
 
 OVERLAYS = ("overlays/cpu", "overlays/gpu")
 PARTITIONS_ANNOTATION = "stampflow.io/input-topic-partitions"
@@ -35,18 +37,18 @@ CLOSE_BUDGET_S = 5
 @pytest.fixture(scope="session")
 def validators_installed() -> None:
     """What `make test` runs first; a no-op when kustomize is already there, so tests also work on their own."""
-    proc = subprocess.run(["bash", str(dc.DEPLOY / "tools" / "install-validators.sh")], capture_output=True,
+    proc = subprocess.run(["bash", str(deploy_common.DEPLOY / "tools" / "install-validators.sh")], capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
 
 
 @pytest.fixture(scope="session")
 def rendered(validators_installed) -> dict[str, list[dict]]:
-    return {target: dc.kustomize_build(target) for target in dc.K8S_TARGETS}
+    return {target: k8s_check.kustomize_build(target) for target in k8s_check.K8S_TARGETS}
 
 
 def only(docs, kind, name=None):
-    return dc.find(docs, kind, name)
+    return k8s_check.find(docs, kind, name)
 
 
 def container(docs) -> dict:
@@ -74,7 +76,7 @@ def effective_settings(docs, monkeypatch, tmp_path):
         monkeypatch.delenv(name)
     target = "gpu" if "gpu" in only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] \
         else "cpu"
-    for key, value in dc.parse_dockerfile().stage(target).env().items():
+    for key, value in dockerfile_check.parse_dockerfile().stage(target).env().items():
         if key.startswith("STAMPFLOW_"):
             monkeypatch.setenv(key, value)
     config_file = tmp_path / "stampflow.yaml"
@@ -95,18 +97,19 @@ def effective_settings(docs, monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------------- tools
 def test_install_validators_is_idempotent_and_pins_kustomize(validators_installed):
     t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(dc.DEPLOY / "tools" / "install-validators.sh")], capture_output=True,
+    proc = subprocess.run(["bash", str(deploy_common.DEPLOY / "tools" / "install-validators.sh")], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and time.monotonic() - t0 < 10, proc.stderr
-    pinned = re.search(r"KUSTOMIZE_VERSION:-(v[0-9.]+)", (dc.DEPLOY / "tools" / "install-validators.sh").read_text())
-    out = subprocess.run([str(dc.tools_bin() / "kustomize"), "version"], capture_output=True, text=True,
+    pinned = re.search(r"KUSTOMIZE_VERSION:-(v[0-9.]+)",
+                       (deploy_common.DEPLOY / "tools" / "install-validators.sh").read_text())
+    out = subprocess.run([str(deploy_common.tools_bin() / "kustomize"), "version"], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == pinned.group(1)
 
 
 def test_vendored_crds_are_what_the_validator_uses():
-    for (api_version, kind), filename in dc.CRDS.items():
-        crd = dc.load_yaml(dc.SCHEMAS / filename)
+    for (api_version, kind), filename in k8s_check.CRDS.items():
+        crd = deploy_common.load_yaml(deploy_common.SCHEMAS / filename)
         assert crd["kind"] == "CustomResourceDefinition" and crd["spec"]["names"]["kind"] == kind
         storage = next(v["name"] for v in crd["spec"]["versions"] if v.get("storage"))
         assert api_version == f"{crd['spec']['group']}/{storage}"
@@ -123,10 +126,10 @@ def test_every_target_renders_the_expected_objects(rendered):
             only(rendered[overlay], "Namespace")["metadata"]["name"]}
 
 
-@pytest.mark.parametrize("version", dc.K8S_VERSIONS)
-@pytest.mark.parametrize("target", dc.K8S_TARGETS)
+@pytest.mark.parametrize("version", k8s_check.K8S_VERSIONS)
+@pytest.mark.parametrize("target", k8s_check.K8S_TARGETS)
 def test_rendered_manifests_are_valid(rendered, target, version):
-    problems = {dc.resource_id(d): dc.validate_k8s(d, version) for d in rendered[target]}
+    problems = {k8s_check.resource_id(d): k8s_check.validate_k8s(d, version) for d in rendered[target]}
     assert {k: v for k, v in problems.items() if v} == {}
 
 
@@ -215,13 +218,13 @@ def _mutations():
 @pytest.mark.parametrize("mutate", _mutations(), ids=lambda f: f.__name__[2:])
 def test_validator_rejects_broken_manifests(rendered, mutate):
     doc, expected = mutate(rendered["overlays/gpu"])
-    for version in dc.K8S_VERSIONS:
-        errors = dc.validate_k8s(doc, version)
+    for version in k8s_check.K8S_VERSIONS:
+        errors = k8s_check.validate_k8s(doc, version)
         assert any(expected in e for e in errors), (version, errors)
 
 
 # --------------------------------------------------------------------------------------------- consistency
-@pytest.mark.parametrize("target", dc.K8S_TARGETS)
+@pytest.mark.parametrize("target", k8s_check.K8S_TARGETS)
 def test_selectors_ports_and_probes_line_up(rendered, target, monkeypatch, tmp_path):
     docs = rendered[target]
     dep = only(docs, "Deployment")
@@ -263,7 +266,7 @@ def test_selectors_ports_and_probes_line_up(rendered, target, monkeypatch, tmp_p
         assert {e["port"] for e in sm["spec"]["endpoints"]} == {svc_port["name"]}
 
 
-@pytest.mark.parametrize("target", dc.K8S_TARGETS)
+@pytest.mark.parametrize("target", k8s_check.K8S_TARGETS)
 def test_config_and_secrets_reach_the_worker(rendered, target, monkeypatch, tmp_path):
     docs = rendered[target]
     raw = config_map_yaml(docs)
@@ -291,11 +294,11 @@ def test_config_and_secrets_reach_the_worker(rendered, target, monkeypatch, tmp_
 
 
 def test_pod_runs_as_the_image_user(rendered):
-    dockerfile = dc.parse_dockerfile()
+    dockerfile = dockerfile_check.parse_dockerfile()
     for overlay, image_target in (("overlays/cpu", "cpu"), ("overlays/gpu", "gpu")):
         stage = dockerfile.stage(image_target)
         args = {i.value.split("=")[0]: i.value.split("=", 1)[1] for i in stage.all("ARG") if "=" in i.value}
-        uid, _, gid = dc.substitute(stage.all("USER")[-1].value, args).partition(":")
+        uid, _, gid = dockerfile_check.substitute(stage.all("USER")[-1].value, args).partition(":")
         pod = only(rendered[overlay], "Deployment")["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == int(uid) and pod["securityContext"]["runAsGroup"] == int(gid)
@@ -304,7 +307,7 @@ def test_pod_runs_as_the_image_user(rendered):
         assert container(rendered[overlay])["args"] == dockerfile.stage(image_target).all("CMD")[-1].exec_form()
 
 
-@pytest.mark.parametrize("target", dc.K8S_TARGETS)
+@pytest.mark.parametrize("target", k8s_check.K8S_TARGETS)
 def test_grace_period_covers_batch_flush_and_commit(rendered, target, monkeypatch, tmp_path):
     settings = effective_settings(rendered[target], monkeypatch, tmp_path)
     grace = only(rendered[target], "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -314,7 +317,7 @@ def test_grace_period_covers_batch_flush_and_commit(rendered, target, monkeypatc
     assert grace <= budget + 30, "a much longer grace period only slows rollouts and drains"
 
 
-@pytest.mark.parametrize("target", dc.K8S_TARGETS)
+@pytest.mark.parametrize("target", k8s_check.K8S_TARGETS)
 def test_keda_scales_the_worker_on_its_own_group_and_topics(rendered, target, monkeypatch, tmp_path):
     docs = rendered[target]
     settings = effective_settings(docs, monkeypatch, tmp_path)
@@ -343,7 +346,7 @@ def test_keda_scales_the_worker_on_its_own_group_and_topics(rendered, target, mo
         assert refs["ca"] == ("stampflow-kafka-tls", "ca.crt")
 
 
-@pytest.mark.parametrize("target", dc.K8S_TARGETS)
+@pytest.mark.parametrize("target", k8s_check.K8S_TARGETS)
 def test_replica_cap_does_not_exceed_the_partitions(rendered, target):
     so = only(rendered[target], "ScaledObject")
     partitions = int(so["metadata"]["annotations"][PARTITIONS_ANNOTATION])
@@ -360,10 +363,10 @@ def test_replica_cap_check_catches_an_overshoot(rendered, tmp_path):
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [os.path.relpath(dc.K8S / "overlays" / "cpu", overlay)],
+        "resources": [os.path.relpath(k8s_check.K8S / "overlays" / "cpu", overlay)],
         "patches": [{"target": {"kind": "ScaledObject"},
                      "patch": "- op: replace\n  path: /spec/maxReplicaCount\n  value: 24\n"}]}))
-    docs = dc.kustomize_build(overlay)
+    docs = k8s_check.kustomize_build(overlay)
     with pytest.raises(AssertionError):
         test_replica_cap_does_not_exceed_the_partitions({"x": docs}, "x")
 

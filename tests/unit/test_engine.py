@@ -107,7 +107,8 @@ def test_poisoned_packet_is_isolated_and_dead_lettered(tmp_path, fixtures_dir):
 
 def test_garbage_goes_to_dead_letters_and_worker_carries_on(tmp_path, fixtures_dir):
     good = fixture_messages(fixtures_dir)
-    junk = [RawMessage(b"Obj\x01garbage", Origin(file="junk.avro")), RawMessage(b"\x00\x00\x00\x00\x07xx", Origin(file="wire.bin")),
+    junk = [RawMessage(b"Obj\x01garbage", Origin(file="junk.avro")),
+            RawMessage(b"\x00\x00\x00\x00\x07xx", Origin(file="wire.bin")),
             RawMessage(b"", Origin(file="empty"))]
     engine, sink = make_engine(junk + good, tmp_path, [PickyModel()])
     stats = engine.run()
@@ -287,10 +288,10 @@ def test_lag_series_of_revoked_partitions_are_removed(tmp_path):
     metrics = Metrics()
     engine = Engine(src, FileSink(tmp_path / "o.jsonl", "jsonl", tmp_path / "d", "v"), [], Decoder(), metrics,
                     max_batch=4, max_wait_ms=1, max_consecutive_failures=10, code_version="v", config_hash="h")
-    engine._maybe_update_lag(force=True)
+    engine.lag.refresh(src, force=True)
     get = metrics.registry.get_sample_value
     assert get("stampflow_consumer_lag", {"topic": "alerts", "partition": "1"}) == 7
     src.lags = {("alerts", 0): 2}  # partition 1 revoked in a rebalance
-    engine._maybe_update_lag(force=True)
+    engine.lag.refresh(src, force=True)
     assert get("stampflow_consumer_lag", {"topic": "alerts", "partition": "0"}) == 2
     assert get("stampflow_consumer_lag", {"topic": "alerts", "partition": "1"}) is None

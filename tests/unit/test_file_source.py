@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stream.decode import Decoder, parse_container
 from schemas.errors import StampflowError
-from stream.file_source import (SKIPPED_PATHS_SHOWN, FileSource, _RowWriter, _record_name, _rename,
-                                arrow_to_avro_schema, avro_ready_arrow_schema)
 from schemas.packet import DeadLetter, Framing, RawMessage, StampKind
+from stream.decode import Decoder, parse_container
+from stream.decode.arrow import (RowWriter, arrow_to_avro_schema, avro_ready_arrow_schema, parquet_avro_schema,
+                                 rename_row)
+from stream.file_source import SKIPPED_PATHS_SHOWN, FileSource
 
 # file (relative to the shared data root) -> alerts that decode to packets
 EXPECTED_OK = {
@@ -185,7 +186,7 @@ def test_arrow_to_avro_mapper_roundtrip():
     parsed = fastavro.parse_schema(avro_schema)
     rows = table.cast(ready).to_pylist()
     buf = io.BytesIO()
-    fastavro.writer(buf, parsed, [_rename(r, plan) for r in rows])
+    fastavro.writer(buf, parsed, [rename_row(r, plan) for r in rows])
     back = list(fastavro.reader(io.BytesIO(buf.getvalue())))
     assert back[0]["ts"] == 1_700_000_000_000_000_000 and back[1]["ts"] is None
     assert back[0]["_2MASS_name"] == "J1" and back[0]["hist"] == [{"jd": 1.0, "x_y": 2}]
@@ -279,14 +280,13 @@ def test_skipped_paths_survive_count_and_are_capped(tmp_path, fixtures_dir):
 
 def _parquet_rows(path: Path):
     pf = pq.ParquetFile(path)
-    target = avro_ready_arrow_schema(pf.schema_arrow)
-    schema, plan = arrow_to_avro_schema(target, name=_record_name(path))
+    target, schema, plan = parquet_avro_schema(pf.schema_arrow, path)
     return schema, plan, pf.read().cast(target).to_pylist()
 
 
 def _fastavro_bytes(parsed, row, plan) -> bytes:
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, parsed, _rename(row, plan) if plan else row)
+    fastavro.schemaless_writer(buf, parsed, rename_row(row, plan) if plan else row)
     return buf.getvalue()
 
 
@@ -305,7 +305,7 @@ def test_parquet_row_writer_matches_fastavro_on_every_shared_row(data_dir):
     rows_seen = 0
     for path in paths:
         schema, plan, rows = _parquet_rows(path)
-        writer = _RowWriter(schema, plan)
+        writer = RowWriter(schema, plan)
         assert writer.fast is not None, path.name  # the generated writer handles Fink's inferred schemas
         parsed = fastavro.parse_schema(schema)
         for row in rows:
@@ -319,7 +319,7 @@ def test_parquet_row_writer_matches_fastavro_on_every_shared_row(data_dir):
         assert len(headers) == 1
         for m, row in zip(messages[:5], rows):
             back = next(fastavro.reader(io.BytesIO(m.value)))
-            assert _canon(back) == _canon(_rename(row, plan) if plan else row)
+            assert _canon(back) == _canon(rename_row(row, plan) if plan else row)
     assert rows_seen == 251
 
 
@@ -351,7 +351,7 @@ def test_row_writer_edge_types_and_fallback():
     ready = avro_ready_arrow_schema(schema)
     avro_schema, plan = arrow_to_avro_schema(ready, name="t")
     parsed = fastavro.parse_schema(avro_schema)
-    writer = _RowWriter(avro_schema, plan)
+    writer = RowWriter(avro_schema, plan)
     assert writer.fast is not None
     for row in table.cast(ready).to_pylist():
         assert writer.fast(row) == _fastavro_bytes(parsed, row, plan)
@@ -365,31 +365,23 @@ def test_row_writer_edge_types_and_fallback():
     # a schema the generated writer does not handle (decimal): every row through fastavro, same result
     dec = pa.table({"x": pa.array([decimal.Decimal("1.25"), None], pa.decimal128(5, 2))})
     dschema, dplan = arrow_to_avro_schema(avro_ready_arrow_schema(dec.schema), name="d")
-    dwriter = _RowWriter(dschema, dplan)
+    dwriter = RowWriter(dschema, dplan)
     assert dwriter.fast is None
     assert [dwriter.encode(r) for r in dec.to_pylist()] == \
         [_fastavro_bytes(fastavro.parse_schema(dschema), r, dplan) for r in dec.to_pylist()]
 
 
-def test_parquet_read_rate_report(data_dir, capsys):
-    """Reports ms per Parquet row (FileSource end to end) and the row encoders. Asserts only that the generated
-    writer beats fastavro."""
-    directory = data_dir / "ztf_alerts" / "fink-science"
-    list(FileSource(directory))  # warm up
-    t = time.process_time()
-    n = len(list(FileSource(directory)))
-    per_row = (time.process_time() - t) / n * 1e3
-    schema, plan, rows = _parquet_rows(directory / "part-0-0-435829.parquet")
-    writer = _RowWriter(schema, plan)
+def test_generated_row_writer_beats_fastavro(data_dir):
+    """The generated row writer exists for speed: it must beat fastavro on a Fink file (by ~8x here; the figures
+    are reported by bench/decode_throughput.py)."""
+    schema, plan, rows = _parquet_rows(data_dir / "ztf_alerts" / "fink-science" / "part-0-0-435829.parquet")
+    writer = RowWriter(schema, plan)
     t = time.process_time()
     for row in rows:
         writer.fast(row)
-    fast = (time.process_time() - t) / len(rows) * 1e3
+    fast = time.process_time() - t
     t = time.process_time()
     for row in rows:
         _fastavro_bytes(writer.parsed, row, plan)
-    slow = (time.process_time() - t) / len(rows) * 1e3
-    with capsys.disabled():
-        print(f"\n[file source] Parquet: {per_row:.2f} ms/row end to end ({n} rows); row encoding "
-              f"{fast:.2f} ms generated vs {slow:.2f} ms fastavro")
+    slow = time.process_time() - t
     assert fast < slow

@@ -84,3 +84,43 @@ def test_bulge_disk_tail_and_shell():
         mg.make_psf(0.5, kind="airy")
     with pytest.raises(ValueError):
         mg.sersic(1.0, 0.5, ellipticity=1.0)
+
+
+def test_spiked_psf_point_source_and_truncation():
+    plain = mg.draw(mg.point_source(1.0), 65, 0.05, mg.make_psf(0.2, "moffat"))
+    spiked = mg.draw(mg.point_source(1.0), 65, 0.05, mg.make_psf(0.2, "moffat", spikes=0.1, spike_angle=0.0))
+    assert spiked.sum() == pytest.approx(plain.sum(), rel=0.01)
+    assert plain[32, 32 + 12] == pytest.approx(plain[32 + 12, 32], rel=1e-3)   # a round core
+    # spikes along x and y: 12 px out along +x the spiked PSF is brighter than along the diagonal (~12 px)
+    assert spiked[32, 32 + 12] > 3 * spiked[32 + 8, 32 + 8] and spiked[32, 32 + 12] > plain[32, 32 + 12]
+    with pytest.raises(ValueError):
+        mg.make_psf(0.2, spikes=1.0)
+    full = mg.draw(mg.sersic(4.0, 0.5, flux=10.0), 101, 0.05)
+    cut = mg.draw(mg.sersic(4.0, 0.5, flux=10.0, trunc=1.0), 101, 0.05)
+    assert cut[50, 50] == pytest.approx(full[50, 50], rel=0.01)      # the inner profile is kept
+    assert cut[50, 50 + 30] < 1e-3 * full[50, 50 + 30]                 # nothing beyond 1" (20 px)
+    assert cut.sum() < full.sum() < 10.0
+
+
+def test_knots_and_spiral_arms():
+    _, _, xx, yy, _ = _moments(mg.draw(mg.knot(0.08, 1.0, length=0.5, angle=90.0), 65, 0.05))
+    assert yy > 3 * xx                            # stretched along +y
+    arms = mg.draw(mg.spiral_arms(0.4, 2, np.radians(20.0), 0.0, 2.0), 101, 0.05)
+    assert arms.sum() == pytest.approx(2.0, rel=0.05)
+    np.testing.assert_allclose(arms, arms[::-1, ::-1], atol=1e-4 * arms.max())   # two arms: 180-degree symmetric
+    assert arms[50, 50] < 0.1 * arms.max()        # the arms start away from the centre
+    tilted = mg.draw(mg.spiral_arms(0.4, 2, np.radians(20.0), 0.0, 2.0, axis_ratio=0.4, position_angle=0.0),
+                     101, 0.05)
+    _, _, xx, yy, _ = _moments(tilted)
+    assert xx > 2 * yy                            # an inclined disk's arms are squashed along the minor axis
+    with pytest.raises(ValueError):
+        mg.spiral_arms(0.4, 0, 0.3, 0.0, 1.0)
+
+
+def test_correlated_noise_keeps_sigma_and_correlates_neighbours():
+    kernel = np.array([[0.05, 0.1, 0.05], [0.1, 0.4, 0.1], [0.05, 0.1, 0.05]])
+    noise = mg.correlated_noise((300, 300), np.random.default_rng(4), 0.5, kernel)
+    assert noise.std() == pytest.approx(0.5, rel=0.03)
+    corr = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
+    assert corr == pytest.approx(0.1 / 0.21, abs=0.03)   # sum(K * K shifted by one) / sum(K^2)
+    np.testing.assert_array_equal(noise, mg.correlated_noise((300, 300), np.random.default_rng(4), 0.5, kernel))

@@ -1,16 +1,15 @@
-"""Shared preprocessing: geometry, normalisations, NaN handling, packets -> arrays, FITS loading."""
+"""Shared preprocessing: geometry, normalisations, NaN handling, packets -> arrays."""
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
 import pytest
 
 from models.base import ZTF_PIXEL_SCALE, InputSpec
-from models.preprocess import (NORMALISATIONS, centre_crop, fill_nan, fit_to_spec, load_stargal_dir, normalise,
-                               pad_to, prepare_batch, prepare_input, read_fits_image)
-from schemas.errors import PacketError, StampflowError
+from models.preprocess import (NORMALISATIONS, centre_crop, fill_nan, fit_to_spec, normalise, pad_to, prepare_batch,
+                               prepare_input)
+from schemas.errors import PacketError
 from schemas.packet import Origin, Packet, Stamp, StampEncoding, StampImage, StampKind
 
 SPEC = InputSpec(survey="ZTF", stamp_kinds=(StampKind.SCIENCE,), size=20, pixel_scale=ZTF_PIXEL_SCALE)
@@ -34,11 +33,6 @@ def _packet(images: dict, candid: int = 1, broken: bool = False) -> Packet:
                                  _image=StampImage(data, False, data.shape, float(np.isnan(data).mean())))
     return Packet(candid=candid, object_id=f"ZTF{candid}", survey="ZTF", alert_time=None, ra=None, dec=None,
                   band="r", schema_version="test", stamps=stamps, origin=Origin(file="t"), ingest_time=time.time())
-
-
-@pytest.fixture(scope="module")
-def cutouts(data_dir):
-    return data_dir / "ztf_stargal" / "cutouts"
 
 
 # -------------------------------------------------------------------------------------------- geometry
@@ -199,48 +193,6 @@ def test_prepare_batch_isolates_failures():
     assert isinstance(errs[0], PacketError) and errs[0].stage == "cutout"
     empty, errs = prepare_batch([], SPEC)
     assert empty.shape == (0, 20, 20, 1) and errs == []
-
-
-# ------------------------------------------------------------------------------------------------ FITS
-
-
-def test_read_fits_image_native_float32(cutouts):
-    img = read_fits_image(cutouts / "star_0.fits")
-    assert img.shape == (20, 20) and img.dtype == np.float32 and img.dtype.isnative
-    assert np.isfinite(img).all() and img.max() > img.min()
-
-
-def test_load_stargal_dir_deduplicates_real_data(cutouts):
-    images, labels, names, info = load_stargal_dir(cutouts, return_info=True)
-    assert info.n_files == 1199
-    assert info.n_duplicates == 4 and info.conflicting_labels == 0
-    assert images.shape == (1195, 20, 20) and images.dtype == np.float32 and np.isfinite(images).all()
-    assert (labels == "galaxy").sum() == 600 and (labels == "star").sum() == 595
-    assert len(set(info.hashes)) == len(info.hashes) == len(names) == 1195
-    # Every dropped file is byte-identical to the one kept, and only the kept one is returned.
-    for dropped, kept in info.duplicates:
-        assert (cutouts / dropped).read_bytes() == (cutouts / kept).read_bytes()
-        assert dropped not in names and kept in names
-    assert len(info.dataset_sha256()) == 64
-
-
-def test_load_stargal_dir_small_and_errors(tmp_path, cutouts):
-    for name in ("star_0.fits", "star_1.fits", "galaxy_0.fits"):
-        shutil.copy(cutouts / name, tmp_path / name)
-    shutil.copy(cutouts / "star_1.fits", tmp_path / "star_9.fits")  # a duplicate
-    (tmp_path / "notes.txt").write_text("ignored")
-    images, labels, names, info = load_stargal_dir(tmp_path, return_info=True)
-    assert names == ["star_0.fits", "star_1.fits", "galaxy_0.fits"]
-    assert list(labels) == ["star", "star", "galaxy"] and info.n_duplicates == 1
-    np.testing.assert_array_equal(images[2], read_fits_image(cutouts / "galaxy_0.fits"))
-
-    with pytest.raises(StampflowError, match="does not exist"):
-        load_stargal_dir(tmp_path / "missing")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "readme.fits").write_text("x")
-    with pytest.raises(StampflowError, match="no star_"):
-        load_stargal_dir(empty)
 
 
 @pytest.mark.parametrize("shape", [(7, 10), (5, 11), (3, 22500), (4, 1)])

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from schemas.errors import StampflowError
-from training.radio_data import (FIRST_PIXEL_SCALE, FR_CLASSES, GRIESE_CLASSES, NVSS_PIXEL_SCALE, detect_dataset,
-                                 iter_cutouts, iter_frdeep_cutouts, iter_griese_cutouts, iter_mirabest_cutouts,
-                                 iter_radio_fits_cutouts, load_frdeep, load_griese, load_mirabest,
-                                 load_mirabest_fits, load_radio, parse_mirabest_fits_name, write_griese_h5)
+from training.radio.archive import (iter_cutouts, iter_frdeep_cutouts, iter_griese_cutouts, iter_mirabest_cutouts,
+                                    iter_radio_fits_cutouts)
+from training.radio.batches import load_frdeep, load_mirabest
+from training.radio.data import detect_dataset, load_radio
+from training.radio.fits import load_mirabest_fits, parse_mirabest_fits_name
+from training.radio.griese import load_griese, write_griese_h5
+from training.radio.sets import FIRST_PIXEL_SCALE, FR_CLASSES, GRIESE_CLASSES, NVSS_PIXEL_SCALE
 
 GRIESE_ZIP = "radio/first_galaxy_dataset/galaxy_data_trainvalid_h5.zip"
 

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from models.base import InputSpec
-from models.radio import CLASSES, INPUT_SPEC, NVSS_INPUT_SPEC, PREPROCESS, build_model
 from schemas.errors import StampflowError
-from training.radio_data import load_griese, write_griese_h5
+from training.family import TrainOptions
+from training.radio import FAMILY as RADIO
+from training.radio.griese import load_griese, write_griese_h5
+from training.radio.network import CLASSES, INPUT_SPEC, NVSS_INPUT_SPEC, PREPROCESS, build_model
 
 GRIESE_ZIP = "radio/first_galaxy_dataset/galaxy_data_trainvalid_h5.zip"
 
@@ -35,9 +37,21 @@ def test_architecture_shapes():
     assert PREPROCESS == {"scale": None, "clip_sigma": 3.0, "normalise": "minmax"}
 
 
+def _train(opts: TrainOptions, pairs: dict[str, str] | None = None):
+    """A training run with ``--set`` pairs, parsed as the command line parses them."""
+    return RADIO.train(opts, RADIO.parse(pairs or {}))
+
+
+def _evaluate(model: str, data, pairs: dict[str, str]):
+    """``stampflow evaluate MODEL --data DATA --set k=v``: resolve, parse the options, evaluate."""
+    from models.registry import Registry
+
+    return RADIO.evaluate(Registry().resolve(model), data, RADIO.parse_evaluate(pairs))
+
+
 def test_transfer_head_and_freeze():
     from training.cnn import freeze_first
-    from training.radio import _transfer_model
+    from training.radio.train import transfer_model as _transfer_model
 
     src = build_model(n_classes=4, seed=1)
     same, new_head = _transfer_model(src, 4, seed=0)
@@ -61,13 +75,10 @@ def _tiny_griese(tmp_path, rs, zipped=False, n_train=24, n_valid=8):
 
 
 def test_train_then_transfer_smoke(tmp_path, griese_valid):
-    from training.cnn import TrainOptions
-    from training.radio import evaluate, train
-
     data, _ = _tiny_griese(tmp_path, griese_valid)
     out = tmp_path / "reg"
-    res = train(TrainOptions(data=data, epochs=1, batch_size=16, out_root=out, version="0.0.1",
-                             extra={"patience": "0", "val_fraction": "0.25", "throughput": "false"}))
+    res = _train(TrainOptions(data=data, epochs=1, batch_size=16, out_root=out, version="0.0.1"),
+                 {"patience": "0", "val_fraction": "0.25", "throughput": "false"})
     art = out / "radio-first" / "0.0.1"
     meta = json.loads((art / "metadata.json").read_text())
     assert res["artifact"] == str(art) and meta["family"] == "radio" and meta["trained_on"] == "real"
@@ -86,18 +97,17 @@ def test_train_then_transfer_smoke(tmp_path, griese_valid):
                  "data": [rng.integers(0, 255, 22500).astype(np.uint8) for _ in range(n)],
                  "filenames": [f"{i}.png" for i in range(n)]}
         (d / name).write_bytes(pickle.dumps(batch))
-    res2 = train(TrainOptions(data=d, epochs=1, batch_size=8, out_root=out, from_model=str(art), freeze=2,
-                              extra={"dataset": "frdeep-nvss", "name": "radio-nvss-tl", "patience": "0",
-                                     "throughput": "false"}))
+    res2 = _train(TrainOptions(data=d, epochs=1, batch_size=8, out_root=out, from_model=str(art), freeze=2),
+                  {"dataset": "frdeep-nvss", "name": "radio-nvss-tl", "patience": "0", "throughput": "false"})
     meta2 = json.loads((out / "radio-nvss-tl" / res2["version"] / "metadata.json").read_text())
     assert meta2["classes"] == ["FRI", "FRII"] and meta2["input_spec"]["survey"] == ["NVSS"]
     tl = meta2["training"]["transfer"]
     assert tl["frozen_layers"] == ["conv1", "bn1"] and tl["new_head"] and tl["from"] == "radio-first@0.0.1"
 
     with pytest.raises(StampflowError, match="--freeze needs --from"):
-        train(TrainOptions(data=data, epochs=1, freeze=1, out_root=out))
+        _train(TrainOptions(data=data, epochs=1, freeze=1, out_root=out))
     # evaluate accepts the training output too (zipped/unzipped HDF5 is covered below with the bundled model)
-    r = evaluate(str(art), data, {"split": "all"})
+    r = _evaluate(str(art), data, {"split": "all"})
     assert r["n"] == 32
 
 
@@ -125,31 +135,27 @@ def test_bundled_artifact_classifies_real_griese_valid(bundled, griese_valid):
 
 @pytest.mark.parametrize("zipped", [False, True])
 def test_evaluate_griese_zipped_or_not_and_split_subsets(tmp_path, bundled, griese_valid, zipped):
-    from training.radio import evaluate
-
     data, labels = _tiny_griese(tmp_path, griese_valid, zipped=zipped, n_train=8, n_valid=8)
-    r = evaluate(str(bundled.path), data, {})
+    r = _evaluate(str(bundled.path), data, {})
     assert r["data"]["split"] == "valid" and r["n"] == 8  # default: the published held-out part
     assert set(r["per_class"]) == set(CLASSES) and len(r["confusion_matrix"]["matrix"]) == 4
     assert sum(map(sum, r["confusion_matrix"]["matrix"])) == 8
-    assert evaluate(str(bundled.path), data, {"split": "train"})["n"] == 8
-    assert evaluate(str(bundled.path), data, {"split": "all"})["n"] == 16
+    assert _evaluate(str(bundled.path), data, {"split": "train"})["n"] == 8
+    assert _evaluate(str(bundled.path), data, {"split": "all"})["n"] == 16
     with pytest.raises(StampflowError, match="no 'test' split"):
-        evaluate(str(bundled.path), data, {"split": "test"})
+        _evaluate(str(bundled.path), data, {"split": "test"})
     with pytest.raises(StampflowError, match="unknown evaluate option"):
-        evaluate(str(bundled.path), data, {"splt": "all"})
+        _evaluate(str(bundled.path), data, {"splt": "all"})
 
 
 def test_evaluate_four_class_model_on_fri_frii_data(data_dir, bundled):
-    from training.radio import evaluate
-
-    r = evaluate(str(bundled.path), data_dir / "radio/mirabest/batches.tar.gz", {})
+    r = _evaluate(str(bundled.path), data_dir / "radio/mirabest/batches.tar.gz", {})
     assert r["data"]["split"] == "test" and r["n"] == 88
     assert r["restricted_to"] == ["FRI", "FRII"] and list(r["per_class"]) == ["FRI", "FRII"]
     un = r["unrestricted"]["confusion_matrix"]
     assert un["column_labels"] == list(CLASSES) and np.sum(un["matrix"]) == 88
     # NVSS at 15"/px is not what a FIRST model takes: refused unless forced
     with pytest.raises(StampflowError, match="pixel scale"):
-        evaluate(str(bundled.path), data_dir / "radio/frdeep", {"survey": "NVSS"})
-    forced = evaluate(str(bundled.path), data_dir / "radio/frdeep", {"survey": "NVSS", "force": "true"})
+        _evaluate(str(bundled.path), data_dir / "radio/frdeep", {"survey": "NVSS"})
+    forced = _evaluate(str(bundled.path), data_dir / "radio/frdeep", {"survey": "NVSS", "force": "true"})
     assert forced["n"] == 50 and forced["input_mismatch"]

@@ -1,11 +1,16 @@
+"""The typed result and dead-letter records against their Avro contracts: fields, defaults, round trips."""
+import dataclasses
 import io
+import typing
 
 import fastavro
 import pytest
 from pydantic import ValidationError
 
-from schemas.results import (ClassificationResult, ClassificationResultV1, DeadLetterRecord, decode_schemaless,
-                             encode_schemaless, load_schema)
+from schemas.packet import DeadLetter, Origin
+from schemas.results import (ClassificationResult, ClassificationResultV1, DeadLetterRecord, ModelPrediction,
+                             ModelPredictionV1, Source, Truth, decode_schemaless, encode_schemaless, load_schema,
+                             validate_dead_letter, validate_result)
 
 
 def sample_result() -> dict:
@@ -33,25 +38,49 @@ def sample_cutout_result() -> dict:
     return rec
 
 
-def test_result_round_trip_avro_and_pydantic():
+def test_result_round_trip_avro_and_typed():
     rec = sample_result()
-    model = ClassificationResult.model_validate(rec)
-    back = decode_schemaless(encode_schemaless(model.model_dump()))
-    assert ClassificationResult.model_validate(back) == model
+    result = validate_result(rec)
+    assert isinstance(result, ClassificationResult) and isinstance(result.predictions[0], ModelPrediction)
+    back = decode_schemaless(encode_schemaless(result.record()))
+    assert validate_result(back) == result
     assert back == rec
+    assert list(result.record()) == list(rec)  # schema order: the JSON-lines sink writes keys in this order
 
 
-def test_pydantic_fields_mirror_avro_fields():
+def _record_schema(avro_type) -> dict:
+    """The record inside a field type (a record, an array of records, or a union with null)."""
+    if isinstance(avro_type, list):
+        (avro_type,) = [t for t in avro_type if t != "null"]
+    return avro_type["items"] if avro_type["type"] == "array" else avro_type
+
+
+def _check_mirror(cls, schema: dict) -> None:
+    """Field names and order, defaults, and optionality of ``cls`` equal the Avro record ``schema``'s."""
+    fields = dataclasses.fields(cls)
+    assert [f.name for f in fields] == [f["name"] for f in schema["fields"]], cls
+    hints = typing.get_type_hints(cls)
+    for f, avro in zip(fields, schema["fields"]):
+        if "default" in avro:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert default == avro["default"], (cls, f.name)
+        else:
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls, f.name)
+        nullable = isinstance(avro["type"], list) and "null" in avro["type"]
+        assert (type(None) in typing.get_args(hints[f.name])) == nullable, (cls, f.name)
+
+
+def test_typed_records_mirror_avro_fields():
     schema = load_schema("classification")
-    avro_fields = [f["name"] for f in schema["fields"]]
-    assert avro_fields == list(ClassificationResult.model_fields)
-    pred_schema = schema["fields"][avro_fields.index("predictions")]["type"]["items"]
-    from schemas.results import ModelPrediction, Source
-    assert [f["name"] for f in pred_schema["fields"]] == list(ModelPrediction.model_fields)
-    src = schema["fields"][avro_fields.index("source")]["type"]
-    assert [f["name"] for f in src["fields"]] == list(Source.model_fields)
-    dl = load_schema("dead_letter")
-    assert [f["name"] for f in dl["fields"]] == list(DeadLetterRecord.model_fields)
+    _check_mirror(ClassificationResult, schema)
+    by_name = {f["name"]: f for f in schema["fields"]}
+    _check_mirror(ModelPrediction, _record_schema(by_name["predictions"]["type"]))
+    _check_mirror(Source, _record_schema(by_name["source"]["type"]))
+    _check_mirror(Truth, _record_schema(by_name["truth"]["type"]))
+    v1 = load_schema("classification", 1)
+    _check_mirror(ClassificationResultV1, v1)
+    _check_mirror(ModelPredictionV1, _record_schema({f["name"]: f for f in v1["fields"]}["predictions"]["type"]))
+    _check_mirror(DeadLetterRecord, load_schema("dead_letter"))
 
 
 def test_result_container_file_is_self_describing():
@@ -65,14 +94,18 @@ def test_bad_result_rejected():
     bad = sample_result()
     bad["predictions"][0]["probabilities"] = "nope"
     with pytest.raises(ValidationError):
-        ClassificationResult.model_validate(bad)
+        validate_result(bad)
+    with pytest.raises(ValidationError):  # an unknown key is a schema mismatch, not something to drop
+        validate_result({**sample_result(), "colour": "red"})
+    with pytest.raises(ValidationError):
+        validate_result({k: v for k, v in sample_result().items() if k != "candid"})
     with pytest.raises((ValueError, TypeError)):
         encode_schemaless({**sample_result(), "candid": "x"})
 
 
 def test_cutout_result_round_trips():
     rec = sample_cutout_result()
-    assert decode_schemaless(encode_schemaless(ClassificationResult.model_validate(rec).model_dump())) == rec
+    assert decode_schemaless(encode_schemaless(validate_result(rec).record())) == rec
 
 
 def test_v1_readers_keep_working_on_v2_results():
@@ -83,6 +116,19 @@ def test_v1_readers_keep_working_on_v2_results():
     assert list(old) == v1_fields
     assert old["predictions"][0] == {k: rec["predictions"][0][k] for k in
                                      ("model", "model_version", "label", "probabilities", "uncertainty")}
-    ClassificationResultV1.model_validate(old)
-    # and the v1 pydantic mirror still matches the v1 schema
-    assert v1_fields == list(ClassificationResultV1.model_fields)
+    assert isinstance(validate_result(old, version=1), ClassificationResultV1)
+    with pytest.raises(ValidationError):  # and a v2 record is not a v1 one
+        validate_result(rec, version=1)
+
+
+def test_dead_letter_record_from_a_dead_letter():
+    dl = DeadLetter(b"\x00raw", Origin(topic="ztf", partition=1, offset=9), "decode", "bad magic", "DecodeError",
+                    time=1700000000.5, candid=None)
+    rec = DeadLetterRecord.of(dl, "0.1.0+gabc").record()
+    assert rec == {"schema_version": "1", "value": b"\x00raw", "stage": "decode", "error": "bad magic",
+                   "error_type": "DecodeError", "candid": None,
+                   "source": {"topic": "ztf", "partition": 1, "offset": 9, "file": None, "index": None},
+                   "time": 1700000000.5, "code_version": "0.1.0+gabc"}
+    assert list(rec) == [f["name"] for f in load_schema("dead_letter")["fields"]]
+    back = decode_schemaless(encode_schemaless(rec, "dead_letter"), "dead_letter")
+    assert back == rec and validate_dead_letter(back) == DeadLetterRecord.of(dl, "0.1.0+gabc")

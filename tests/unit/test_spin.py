@@ -7,15 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import spin as sm
 from schemas.errors import StampflowError
-from training import spin_data as sd
+from training.spin import FAMILY, archive, mocks
+from training.spin import data as sd
+from training.spin import network as sm
 
 
 @pytest.fixture(scope="module")
 def mock_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("spin")
-    sd.write_mock_spin_set(out, n=40, seed=5)
+    mocks.write_mock_spin_set(out, n=40, seed=5)
     return out
 
 
@@ -75,15 +76,31 @@ def test_catalogue_variants_and_errors(tmp_path, mock_dir):
 
 def test_mock_lambda_follows_morphology():
     rng = np.random.default_rng(0)
-    p = sd.SpinMockParams(lambda_scatter=0.0)
-    assert sd.mock_lambda_r(0.0, 1.0, rng, p) == pytest.approx(0.70)    # edge-on pure disc
-    assert sd.mock_lambda_r(1.0, 1.0, rng, p) == pytest.approx(0.08)    # spheroid
-    assert sd.mock_lambda_r(0.0, 0.0, rng, p) == pytest.approx(0.14)    # face-on disc
-    gals = [sd.mock_galaxy(rng) for _ in range(400)]
+    p = mocks.SpinMockParams(lambda_scatter=0.0)
+    assert mocks.mock_lambda_r(0.0, 1.0, rng, p) == pytest.approx(0.70)    # edge-on pure disc
+    assert mocks.mock_lambda_r(1.0, 1.0, rng, p) == pytest.approx(0.08)    # spheroid
+    assert mocks.mock_lambda_r(0.0, 0.0, rng, p) == pytest.approx(0.14)    # face-on disc
+    gals = [mocks.mock_galaxy(rng) for _ in range(400)]
     lam = np.array([g["lambda_R"] for g in gals])
     bt = np.array([g["bulge_fraction"] for g in gals])
     ell = np.array([g["disc_ellipticity"] for g in gals])
     assert np.corrcoef(lam, bt)[0, 1] < -0.5 and np.corrcoef(lam, ell)[0, 1] > 0.2
+
+
+def test_options_are_typed_and_checked(mock_dir):
+    default = FAMILY.parse({})
+    assert (default.fractions, default.arch, default.patience, default.width) == ((0.7, 0.15, 0.15), "bundled", 10,
+                                                                                  None)
+    o = FAMILY.parse({"arch": "seed", "first_stride": "2", "conv_dropout": "0.1", "head": "gap"})
+    assert (o.arch, o.first_stride, o.conv_dropout, o.head) == ("seed", 2, 0.1, "gap")
+    for bad in ({"arch": "resnet"}, {"head": "dense"}, {"first_stride": "3"}, {"width": "0"}, {"bogus": "1"}):
+        with pytest.raises(StampflowError, match="^--set "):
+            FAMILY.parse(bad)
+    with pytest.raises(StampflowError, match="unknown evaluate option"):
+        FAMILY.parse_evaluate({"arch": "seed"})
+    assert [a.name for a in FAMILY.archives] == ["sdss-spin"]
+    with pytest.raises(StampflowError, match="unknown replay option"):
+        next(archive.iter_spin_cutouts(mock_dir, colour="red"))
 
 
 def test_model_architecture():
@@ -102,11 +119,12 @@ def test_model_architecture():
 
 def test_train_evaluate_and_replay(mock_dir, tmp_path):
     from models.registry import Registry
-    from training.cnn import TrainOptions
-    from training.spin import evaluate, train
+    from training.family import TrainOptions
+    from training.spin.evaluate import evaluate
+    from training.spin.train import train
 
-    res = train(TrainOptions(data=mock_dir, epochs=1, batch_size=8, out_root=tmp_path, seed=1,
-                             extra={"quiet": "yes", "width": "0.25"}))
+    res = train(TrainOptions(data=mock_dir, epochs=1, batch_size=8, out_root=tmp_path, seed=1),
+                FAMILY.parse({"quiet": "yes", "width": "0.25"}))
     assert res["trained_on"] == "mock" and res["epochs_run"] == 1
     info = Registry([tmp_path]).resolve(res["artifact"])
     meta = info.metadata
@@ -116,10 +134,10 @@ def test_train_evaluate_and_replay(mock_dir, tmp_path):
     counts = meta["split"]["counts"]   # 15% of each lambda_R quintile (8 stamps) rounds to 1
     assert counts == {"train": 30, "validation": 5, "test": 5} and res["test"]["n"] == 5
     assert (Path(res["artifact"]) / "scatter.png").is_file()
-    ev = evaluate(res["artifact"], mock_dir, {"part": "test"})
+    ev = evaluate(info, mock_dir, FAMILY.parse_evaluate({"part": "test"}))
     assert ev["n"] == 5 and ev["mse"] == pytest.approx(res["test"]["mse"], rel=1e-4)
 
-    cutouts = list(sd.iter_spin_cutouts(mock_dir, limit="3"))
+    cutouts = list(archive.iter_spin_cutouts(mock_dir, limit="3"))
     ds = sd.read_spin_dir(mock_dir)
     assert [c.truth_values["lambda_R"] for c in cutouts] == pytest.approx(list(ds.targets[:3]))
     c = cutouts[0]

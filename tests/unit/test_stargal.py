@@ -9,13 +9,18 @@ import numpy as np
 import pytest
 
 from models.base import ModelInfo
-from models.preprocess import load_stargal_dir
 from models.registry import BUNDLED_ROOT, REQUIRED_METADATA, Registry
 from models.stargal import (CLASSES, GPPredictor, StarGalaxyGP, build_muygps, probabilities_from_means,
                             squared_distances)
 from schemas.errors import StampflowError
-from training.gp import GPClassifier, to_pm1
-from training.stargal import evaluate, train, wilson_interval
+from schemas.stamps import read_fits_file
+from training.evaluation import wilson_interval
+from training.family import TrainOptions
+from training.stargal import FAMILY as STARGAL
+from training.stargal.data import load_stargal_dir
+from training.stargal.gp import GPClassifier, to_pm1
+from training.stargal.options import StargalOptions
+from training.stargal.train import train
 
 ARTIFACT = BUNDLED_ROOT / "stargal" / "1.0.0"
 
@@ -212,14 +217,56 @@ def test_wilson_interval():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+# ------------------------------------------------------------------------------------------- training data
+
+
+def test_read_fits_file_native_float32(cutouts):
+    img = read_fits_file(cutouts / "star_0.fits")
+    assert img.shape == (20, 20) and img.dtype == np.float32 and img.dtype.isnative
+    assert np.isfinite(img).all() and img.max() > img.min()
+
+
+def test_load_stargal_dir_deduplicates_real_data(cutouts):
+    images, labels, names, info = load_stargal_dir(cutouts, return_info=True)
+    assert info.n_files == 1199
+    assert info.n_duplicates == 4 and info.conflicting_labels == 0
+    assert images.shape == (1195, 20, 20) and images.dtype == np.float32 and np.isfinite(images).all()
+    assert (labels == "galaxy").sum() == 600 and (labels == "star").sum() == 595
+    assert len(set(info.hashes)) == len(info.hashes) == len(names) == 1195
+    # Every dropped file is byte-identical to the one kept, and only the kept one is returned.
+    for dropped, kept in info.duplicates:
+        assert (cutouts / dropped).read_bytes() == (cutouts / kept).read_bytes()
+        assert dropped not in names and kept in names
+    assert len(info.dataset_sha256()) == 64
+
+
+def test_load_stargal_dir_small_and_errors(tmp_path, cutouts):
+    for name in ("star_0.fits", "star_1.fits", "galaxy_0.fits"):
+        shutil.copy(cutouts / name, tmp_path / name)
+    shutil.copy(cutouts / "star_1.fits", tmp_path / "star_9.fits")  # a duplicate
+    (tmp_path / "notes.txt").write_text("ignored")
+    images, labels, names, info = load_stargal_dir(tmp_path, return_info=True)
+    assert names == ["star_0.fits", "star_1.fits", "galaxy_0.fits"]
+    assert list(labels) == ["star", "star", "galaxy"] and info.n_duplicates == 1
+    np.testing.assert_array_equal(images[2], read_fits_file(cutouts / "galaxy_0.fits"))
+
+    with pytest.raises(StampflowError, match="does not exist"):
+        load_stargal_dir(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.fits").write_text("x")
+    with pytest.raises(StampflowError, match="no star_"):
+        load_stargal_dir(empty)
+
+
 # ------------------------------------------------------------------------------------- train / evaluate
 
 
 def test_tiny_train_produces_loadable_artifact(tmp_path, small_dir):
     out = tmp_path / "registry"
-    result = train(small_dir, out_root=out, seed=1, normalisations=("l2", "zscore"), progress=False,
-                   pca_dims=(0, 8), folds=2, batch_count=40, nn_count=10, init_points=2, n_iter=2,
-                   verbose=False)
+    result = train(TrainOptions(data=small_dir, out_root=out, seed=1),
+                   STARGAL.parse({"normalisations": "l2,zscore", "pca_dims": "0,8", "folds": "2", "batch_count": "40",
+                                  "nn_count": "10", "init_points": "2", "n_iter": "2", "quiet": "true"}))
     art = out / "stargal" / "1.0.0"
     assert result["artifact"] == str(art) and result["version"] == "1.0.0"
     assert {"weights.npz", "metadata.json", "confusion_matrix.png", "normalisation_comparison.png"} <= {
@@ -244,7 +291,14 @@ def test_tiny_train_produces_loadable_artifact(tmp_path, small_dir):
     assert len(clf.predict_batch(images[:4, ..., None]).labels) == 4
     # Same version again is refused; no version -> next one.
     with pytest.raises(StampflowError, match="already exists"):
-        train(small_dir, out_root=out, version="1.0.0", progress=False, verbose=False)
+        train(TrainOptions(data=small_dir, out_root=out, version="1.0.0"), StargalOptions(quiet=True))
+
+
+def evaluate(model: str, data, pairs: dict[str, str] | None = None):
+    """``stampflow evaluate MODEL --data DATA``: the registry resolves the model, its family evaluates it."""
+    from training.families import evaluate as evaluate_model
+
+    return evaluate_model(model, data, pairs or {})
 
 
 def test_evaluate_structure_and_training_overlap(small_dir):
@@ -267,6 +321,6 @@ def test_bad_data_dir_raises(tmp_path):
     with pytest.raises(StampflowError):
         evaluate(str(ARTIFACT), tmp_path / "nope")
     with pytest.raises(StampflowError):
-        train(tmp_path, out_root=tmp_path / "out", progress=False, verbose=False)
+        train(TrainOptions(data=tmp_path, out_root=tmp_path / "out"), StargalOptions(quiet=True))
     with pytest.raises(StampflowError):
         evaluate("no-such-model", tmp_path)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from schemas.errors import StampflowError
-from training.radio_data import parse_mirabest_fits_name
+from training.radio.fits import parse_mirabest_fits_name
 from training.survey_cutouts import cut_stamps, cut_stamps_from_fits, read_coordinate_list, read_fits_with_wcs
 
 MIRABEST_FILE = "radio/mirabest/fits_subset/200_235.328+051.679_0.1481_0031.15.fits"

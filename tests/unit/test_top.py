@@ -11,8 +11,11 @@ from prometheus_client import generate_latest
 from stream.cli import main
 from schemas.errors import StampflowError
 from stream.metrics import Metrics
-from stream.top import (counter_deltas, fmt_seconds, histogram_quantile, parse_duration, parse_exposition,
-                        rate_window, run_top, view_from_scrapes)
+from stream.fmt import fmt_seconds
+from stream.prom_query import parse_duration, rate_window
+from stream.prom_samples import counter_deltas, histogram_quantile, parse_exposition
+from stream.top import run_top
+from stream.top_view import view_from_scrapes
 
 
 def exposition(m: Metrics):

@@ -1,0 +1,48 @@
+"""Build the typed result for one classified packet (schemas/classification/v2.avsc).
+
+One job: map a packet and its models' answers onto `ClassificationResult`. Provenance (code version, config hash)
+is fixed per worker, so the builder holds it; everything else comes from the packet. Numbers are converted to
+plain Python floats here, once, so every sink serialises exactly the same values.
+"""
+from __future__ import annotations
+
+from schemas.packet import Packet
+from schemas.results import ClassificationResult, ModelPrediction, Source, Truth
+from stream.routing import Answer
+
+
+class ResultBuilder:
+    def __init__(self, code_version: str, config_hash: str):
+        self.code_version = code_version
+        self.config_hash = config_hash
+
+    def build(self, p: Packet, answers: list[Answer], now: float) -> ClassificationResult:
+        flags = list(p.flags)
+        truth_label = p.truth.get("label") if p.truth else None
+        predictions = [self._prediction(a, truth_label) for a in answers]
+        if not answers:
+            flags.append("unrouted")  # still published: a consumer sees every packet, routed or not
+        truth = None
+        if p.truth:
+            truth = Truth(label=truth_label, values={k: float(v) for k, v in (p.truth.get("values") or {}).items()})
+        return ClassificationResult(
+            candid=int(p.candid), objectId=p.object_id, survey=p.survey, source=Source.of(p.origin),
+            alert_time=p.alert_time, ingest_time=p.ingest_time, classified_time=now, flags=flags,
+            predictions=predictions, packet_id=p.packet_id,
+            dataset=p.extra.get("dataset") if p.packet_id else None,  # only archival cutout packets have one
+            truth=truth, code_version=self.code_version, config_hash=self.config_hash)
+
+    @staticmethod
+    def _prediction(answer: Answer, truth_label: str | None) -> ModelPrediction:
+        clf, pred, row = answer
+        outputs = {c: float(v) for c, v in zip(pred.classes, pred.probabilities[row])}
+        regression = pred.task == "regression"
+        label = pred.labels[row]
+        correct = None
+        # Only a label the model can emit is scored: a radio model is not "wrong" on a galaxy-zoo label.
+        if truth_label is not None and not regression and truth_label in pred.classes:
+            correct = label == truth_label
+        return ModelPrediction(model=clf.name, model_version=clf.version, label=label,
+                               probabilities={} if regression else outputs,
+                               uncertainty=float(pred.uncertainty[row]), task=pred.task,
+                               values=outputs if regression else {}, correct=correct)

@@ -1,0 +1,43 @@
+"""``stampflow train radio --set key=value`` and ``stampflow evaluate <radio model> --set key=value`` options."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from training.family import FamilyOptions
+
+DEFAULT_PATIENCE = 25
+
+
+class RadioOptions(FamilyOptions):
+    """Training options; the defaults are what trained the bundled ``radio-first``."""
+
+    dataset: str | None = Field(None, description="griese, frdeep-first, frdeep-nvss or mirabest (frdeep = "
+                                                  "frdeep-first); None: detected from the data path.")
+    name: str | None = Field(None, description="Artifact name; None: radio-first, radio-frdeep-first, "
+                                               "radio-frdeep-nvss or radio-mirabest by data set.")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="Seeded stratified validation part carved out of "
+                                                              "the published training part.")
+    patience: int = Field(DEFAULT_PATIENCE, ge=0, description="Early stopping on the validation accuracy (best "
+                                                              "epoch restored); 0 = fixed epochs.")
+    class_weight: Literal["balanced", "none"] = Field(
+        "balanced", description="Class weights: balanced (the Griese test part is balanced, its training part "
+                                "is not) or none.")
+    labels: Literal["literature", "CDL1"] = Field("literature", description="Griese label set and split.")
+    limit: int | None = Field(None, ge=1, description="Griese: read only the first N groups (smoke runs).")
+    throughput: bool = Field(True, description="Time the served network at batch 256 into the metrics.")
+
+
+class RadioEvaluateOptions(FamilyOptions):
+    """How a radio artifact is scored on labelled radio data."""
+
+    split: str | None = Field(None, description="train, valid, test, all or a comma list; None: the data set's "
+                                                "published held-out part when present, else all.")
+    dataset: str | None = Field(None, description="Data set (see RadioOptions.dataset); None: detected.")
+    survey: str | None = Field(None, description="FR-DEEP: FIRST or NVSS.")
+    labels: Literal["literature", "CDL1"] = Field("literature", description="Griese label set and split.")
+    limit: int | None = Field(None, ge=1, description="Griese: read only the first N groups.")
+    force: bool = Field(False, description="Evaluate even when the data's survey or pixel scale is not the "
+                                           "model's (the stream would not route it).")
+    batch_size: int = Field(256, ge=1, description="Stamps per predict_batch call.")
