@@ -133,7 +133,9 @@ class BatchPrediction:
     """Predictions for a batch of N inputs over K classes.
 
     ``uncertainty`` is model-specific but always "bigger is less sure": posterior variance for GPs,
-    predictive entropy for softmax CNNs.
+    predictive entropy for softmax CNNs (docs/models.md gives each model's meaning and scale).
+    ``out_of_distribution`` (N,) bool marks inputs the model's stored rule places outside its training data;
+    None means the model has no such rule (nothing flagged). Flags never change labels or probabilities.
     """
 
     labels: list[str]
@@ -141,12 +143,15 @@ class BatchPrediction:
     uncertainty: np.ndarray    # (N,)
     classes: tuple[str, ...]
     task: str = "classification"  # regression: ``probabilities`` holds the raw outputs, named by ``classes``
+    out_of_distribution: np.ndarray | None = None  # (N,) bool, from the artifact's OOD rule
 
     def __post_init__(self) -> None:
         n = len(self.labels)
         if self.probabilities.shape != (n, len(self.classes)) or self.uncertainty.shape != (n,):
             raise ValueError(f"inconsistent prediction shapes: {n} labels, probabilities {self.probabilities.shape}, "
                              f"uncertainty {self.uncertainty.shape}, {len(self.classes)} classes")
+        if self.out_of_distribution is not None and np.shape(self.out_of_distribution) != (n,):
+            raise ValueError(f"out_of_distribution has shape {np.shape(self.out_of_distribution)}, expected ({n},)")
 
 
 @dataclass(slots=True)

@@ -206,22 +206,27 @@ class GPPredictor:
 
 
 class StarGalaxyGP(Classifier):
-    """Served star/galaxy MuyGPs model. Input (N, 20, 20, 1) float32 science stamps, NaN already filled."""
+    """Served star/galaxy MuyGPs model. Input (N, size, size, 1) float32 stamps, NaN already filled; the stamp
+    kind and size come from the artifact's ``input_spec`` (1.0.0: 20x20 science; 2.0.0: 19x19 template)."""
 
     family = "stargal"
 
     def __init__(self, info: ModelInfo, predictor: GPPredictor, normalisation: str, mean: np.ndarray,
-                 components: np.ndarray | None, classes: tuple[str, ...] = CLASSES):
+                 components: np.ndarray | None, classes: tuple[str, ...] = CLASSES,
+                 input_spec: InputSpec = INPUT_SPEC, ood_variance: float | None = None):
         super().__init__(info)
         self.predictor = predictor
         self.normalisation = normalisation
         self.mean = mean
         self.components = components
         self._classes = tuple(classes)
+        self._spec = input_spec
+        # Out-of-distribution rule (metadata "ood"): posterior variance above what the training set shows.
+        self.ood_variance = ood_variance
 
     @property
     def input_spec(self) -> InputSpec:
-        return INPUT_SPEC
+        return self._spec
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -253,8 +258,14 @@ class StarGalaxyGP(Classifier):
                                   hp.get("scale", 1.0))
             predictor = GPPredictor(arrays["train_features"], arrays["train_targets"], int(gp["nn_count"]),
                                     muygps, METRIC_FOR_KERNEL[gp["kernel"]])
+            # 1.0.0 predates both: its spec is the module constant, and it flags nothing.
+            spec = InputSpec.from_dict(meta["input_spec"]) if "input_spec" in meta else INPUT_SPEC
+            ood = meta.get("ood") or {}
+            if ood and ood.get("rule") != "posterior_variance_above":
+                raise StampflowError(f"model artifact {info.path} has an unknown ood rule '{ood.get('rule')}'")
             return cls(info, predictor, meta["normalisation"], arrays["feature_mean"],
-                       components if components.size else None, classes)
+                       components if components.size else None, classes, spec,
+                       float(ood["threshold"]) if ood else None)
         except KeyError as exc:
             raise StampflowError(f"model artifact {info.path} is missing {exc}") from None
 
@@ -264,7 +275,7 @@ class StarGalaxyGP(Classifier):
             if batch.shape[-1] != 1:
                 raise ValueError(f"stargal takes one channel, got batch shape {batch.shape}")
             batch = batch[..., 0]
-        size = INPUT_SPEC.size
+        size = self._spec.size
         if batch.shape[1:] != (size, size):
             raise ValueError(f"stargal takes ({size}, {size}) stamps, got batch shape {batch.shape}")
         return features_from_images(batch, self.normalisation, self.mean, self.components)
@@ -277,5 +288,6 @@ class StarGalaxyGP(Classifier):
         means, var = self.predictor.posterior(self.features(batch))
         probs = probabilities_from_means(means)
         labels = [self._classes[i] for i in np.argmax(means, axis=1)]
+        ood = var > self.ood_variance if self.ood_variance is not None else None
         return BatchPrediction(labels=labels, probabilities=probs.astype(np.float32),
-                               uncertainty=var.astype(np.float32), classes=self._classes)
+                               uncertainty=var.astype(np.float32), classes=self._classes, out_of_distribution=ood)

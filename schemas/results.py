@@ -27,8 +27,11 @@ from schemas.packet import DeadLetter, Origin
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 
-#: The result schema version the worker writes (v2 adds cutout-packet fields; v1 readers resolve it).
-RESULT_VERSION = 2
+#: The result schema version the worker writes: v2 added cutout-packet fields, v2.1 the per-prediction
+#: out_of_distribution flag; only defaulted fields were added, so v1 and v2 readers resolve it.
+RESULT_VERSION = "2.1"
+#: Every result schema in schemas/classification/, oldest first.
+RESULT_VERSIONS = ("1", "2", "2.1")
 DEAD_LETTER_VERSION = 1
 
 # Readers validate what they consume: an unknown key means a schema mismatch, not something to ignore.
@@ -75,16 +78,18 @@ class ModelPredictionV1:
 
 @dataclass(slots=True, kw_only=True)
 class ModelPrediction(ModelPredictionV1):
-    """One model's answer, schema v2: the v1 fields, then what regression and truth-labelled packets need."""
+    """One model's answer, schema v2.1: the v1 fields, what regression and truth-labelled packets need (v2), and
+    the out-of-distribution flag (v2.1)."""
 
     task: str = "classification"                            # classification, binary, fractions or regression
     values: dict[str, float] = field(default_factory=dict)  # regression outputs by name
     correct: Optional[bool] = None                          # label == truth label, when the packet has one
+    out_of_distribution: bool = False                       # input outside the model's training data (its rule)
 
     def record(self) -> dict[str, Any]:
         return {"model": self.model, "model_version": self.model_version, "label": self.label,
                 "probabilities": self.probabilities, "uncertainty": self.uncertainty, "task": self.task,
-                "values": self.values, "correct": self.correct}
+                "values": self.values, "correct": self.correct, "out_of_distribution": self.out_of_distribution}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -120,7 +125,7 @@ class ClassificationResultV1:
 
 @dataclass(slots=True, kw_only=True)
 class ClassificationResult:
-    """Schema v2 (schemas/classification/v2.avsc): the result the worker publishes, one per decoded packet."""
+    """Schema v2.1 (schemas/classification/v2.1.avsc): the result the worker publishes, one per decoded packet."""
 
     __pydantic_config__ = _FORBID
     schema_version: str = str(RESULT_VERSION)  # version of the result schema
@@ -131,7 +136,7 @@ class ClassificationResult:
     alert_time: Optional[float] = None         # exposure time, unix seconds
     ingest_time: float                         # when the worker received the message, unix seconds
     classified_time: float                     # when the result was built, unix seconds
-    flags: list[str] = field(default_factory=list)  # quality flags, e.g. unrouted
+    flags: list[str] = field(default_factory=list)  # quality flags, e.g. unrouted, out_of_distribution
     predictions: list[ModelPrediction]         # one per model that ran; [] when unrouted
     packet_id: Optional[str] = None            # archive id of a cutout packet (None for alerts)
     dataset: Optional[str] = None              # archive / data set of a cutout packet
@@ -180,9 +185,13 @@ def _adapter(cls: type) -> TypeAdapter:
     return TypeAdapter(cls)
 
 
-def validate_result(record: dict, version: int = RESULT_VERSION) -> ClassificationResult | ClassificationResultV1:
-    """A decoded result record as its typed class; raises pydantic's ValidationError on a mismatch."""
-    classes = {1: ClassificationResultV1, 2: ClassificationResult}
+def validate_result(record: dict, version: int | str = RESULT_VERSION) -> ClassificationResult | ClassificationResultV1:
+    """A decoded result record as its typed class; raises pydantic's ValidationError on a mismatch.
+
+    v2 records validate as the v2.1 class: v2.1 only added a defaulted field.
+    """
+    classes = {"1": ClassificationResultV1, "2": ClassificationResult, "2.1": ClassificationResult}
+    version = str(version)
     if version not in classes:
         raise ValueError(f"no result schema v{version}; known: {', '.join(f'v{v}' for v in classes)}")
     return _adapter(classes[version]).validate_python(record)
@@ -194,7 +203,7 @@ def validate_dead_letter(record: dict) -> DeadLetterRecord:
 
 
 @lru_cache(maxsize=None)
-def load_schema(kind: str, version: int | None = None) -> dict:
+def load_schema(kind: str, version: int | str | None = None) -> dict:
     """Parsed Avro schema for ``classification`` (default: the version the worker writes) or ``dead_letter``."""
     if version is None:
         version = RESULT_VERSION if kind == "classification" else DEAD_LETTER_VERSION
@@ -202,14 +211,14 @@ def load_schema(kind: str, version: int | None = None) -> dict:
     return fastavro.parse_schema(json.loads(path.read_text()))
 
 
-def encode_schemaless(record: dict, kind: str = "classification", version: int | None = None) -> bytes:
+def encode_schemaless(record: dict, kind: str = "classification", version: int | str | None = None) -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, load_schema(kind, version), record)
     return buf.getvalue()
 
 
-def decode_schemaless(data: bytes, kind: str = "classification", version: int | None = None,
-                      reader_version: int | None = None) -> dict:
+def decode_schemaless(data: bytes, kind: str = "classification", version: int | str | None = None,
+                      reader_version: int | str | None = None) -> dict:
     """Decode with the writer schema ``version``; ``reader_version`` resolves it to an older reader (a v1 client)."""
     writer = load_schema(kind, version)
     reader = load_schema(kind, reader_version) if reader_version is not None else writer

@@ -78,6 +78,7 @@ class Accounting:
         published: Counter[str] = Counter()
         unrouted: Counter[str] = Counter()
         classified: Counter[tuple[str, str]] = Counter()
+        flagged: Counter[tuple[str, str]] = Counter()
         ingest_latency = m.latency.labels("ingest")
         alert_latency = m.latency.labels("alert")
         for r in outcome.results:
@@ -87,6 +88,8 @@ class Accounting:
                 unrouted[topic] += 1
             for pred in r.predictions:
                 classified[(topic, pred.model)] += 1
+                if pred.out_of_distribution:
+                    flagged[(topic, pred.model)] += 1
                 counts = self.stats.label_counts.setdefault(pred.model, {})
                 counts[pred.label] = counts.get(pred.label, 0) + 1
             ingest_latency.observe(max(0.0, now - r.ingest_time))
@@ -99,6 +102,8 @@ class Accounting:
             self.stats.unrouted += n
         for (topic, model), n in classified.items():
             m.classified.labels(topic, model).inc(n)
+        for (topic, model), n in flagged.items():
+            m.out_of_distribution.labels(topic, model).inc(n)
         for dl in outcome.dead_letters:
             m.dead_lettered.labels(topic_label(dl.origin.topic), dl.stage).inc()
             log.warning("dead-lettered %s at stage %s: %s", dl.origin.describe(), dl.stage, dl.error)

@@ -241,7 +241,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _setup_logging("WARNING")
-    result = evaluate(args.model, Path(args.data), _options(args.set), roots=settings.models.artifact_dirs)
+    result = evaluate(args.model, Path(args.data) if args.data else None, _options(args.set),
+                      roots=settings.models.artifact_dirs, alerts=[Path(p) for p in args.alerts or []])
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -338,7 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a model on labelled data; prints JSON")
     e.add_argument("model", help="model name, name@version, or artifact directory")
-    e.add_argument("--data", required=True)
+    eg = e.add_mutually_exclusive_group(required=True)
+    eg.add_argument("--data", help="the family's labelled data set")
+    eg.add_argument("--alerts", nargs="+", metavar="PATH",
+                    help="real alert files/directories, scored against the reference each packet carries "
+                         "(stargal: PS1 sgscore1 within 1\"), through the worker's own path")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="family option, e.g. split=valid")
     e.set_defaults(func=cmd_evaluate)
 

@@ -74,6 +74,10 @@ class Metrics:
         self.decoded = Counter("stampflow_packets_decoded", "Messages decoded into packets.", ["topic"], registry=r)
         self.classified = Counter("stampflow_packets_classified", "Packets classified, per model.",
                                   ["topic", "model"], registry=r)
+        # Per model, so an alert rule can watch the share of flagged results (flagged / classified) per model.
+        self.out_of_distribution = Counter("stampflow_out_of_distribution", "Predictions flagged out of "
+                                           "distribution by the model's stored rule (label kept, not to be trusted).",
+                                           ["topic", "model"], registry=r)
         self.published = Counter("stampflow_results_published", "Results acknowledged by the sink.", ["topic"],
                                  registry=r)
         self.dead_lettered = Counter("stampflow_dead_letters", "Messages sent to the dead-letter sink.",

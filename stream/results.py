@@ -1,4 +1,4 @@
-"""Build the typed result for one classified packet (schemas/classification/v2.avsc).
+"""Build the typed result for one classified packet (schemas/classification/v2.1.avsc).
 
 One job: map a packet and its models' answers onto `ClassificationResult`. Provenance (code version, config hash)
 is fixed per worker, so the builder holds it; everything else comes from the packet. Numbers are converted to
@@ -22,6 +22,8 @@ class ResultBuilder:
         predictions = [self._prediction(a, truth_label) for a in answers]
         if not answers:
             flags.append("unrouted")  # still published: a consumer sees every packet, routed or not
+        elif any(pr.out_of_distribution for pr in predictions):
+            flags.append("out_of_distribution")  # one filterable flag per result; which model says so is per prediction
         truth = None
         if p.truth:
             truth = Truth(label=truth_label, values={k: float(v) for k, v in (p.truth.get("values") or {}).items()})
@@ -42,7 +44,8 @@ class ResultBuilder:
         # Only a label the model can emit is scored: a radio model is not "wrong" on a galaxy-zoo label.
         if truth_label is not None and not regression and truth_label in pred.classes:
             correct = label == truth_label
+        ood = pred.out_of_distribution is not None and bool(pred.out_of_distribution[row])
         return ModelPrediction(model=clf.name, model_version=clf.version, label=label,
                                probabilities={} if regression else outputs,
                                uncertainty=float(pred.uncertainty[row]), task=pred.task,
-                               values=outputs if regression else {}, correct=correct)
+                               values=outputs if regression else {}, correct=correct, out_of_distribution=ood)

@@ -25,7 +25,7 @@ from stream.sources import Item, Source, TransactionalSource
 
 log = logging.getLogger(__name__)
 
-RESULT_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema", b"stampflow.classification.v2")]
+RESULT_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema", b"stampflow.classification.v2.1")]
 DEAD_LETTER_HEADERS = [("content-type", b"application/avro"), ("stampflow-schema", b"stampflow.dead_letter.v1")]
 
 
@@ -268,3 +268,24 @@ class FileSink:
         if self._dl_avro is not None:
             self._dl_avro.close()
             self._dl_index.close()
+
+
+class MemorySink:
+    """Keeps results and dead letters in lists: for in-process runs (evaluations over alert files, tests) that
+    want the engine's exact results without a file or broker. Acknowledged as soon as written."""
+
+    def __init__(self) -> None:
+        self.results: list[ClassificationResult] = []
+        self.dead_letters: list[DeadLetter] = []
+
+    def write_results(self, results: list[ClassificationResult]) -> None:
+        self.results.extend(results)
+
+    def write_dead_letters(self, letters: list[DeadLetter]) -> None:
+        self.dead_letters.extend(letters)
+
+    def commit(self, source: Source, batch: list[Item]) -> None:
+        source.commit(batch)
+
+    def close(self) -> None:
+        return None

@@ -77,12 +77,25 @@ def train(name: str, opts: TrainOptions, pairs: Mapping[str, str]) -> dict[str, 
     return fam.train(opts, fam.parse(pairs))
 
 
-def evaluate(model: str, data: Path, pairs: Mapping[str, str], roots: Sequence[Path] = ()) -> dict[str, Any]:
-    """``stampflow evaluate MODEL``: the registry resolves the artifact, its metadata "family" picks the family."""
+def evaluate(model: str, data: Path | None, pairs: Mapping[str, str], roots: Sequence[Path] = (),
+             alerts: Sequence[Path] | None = None) -> dict[str, Any]:
+    """``stampflow evaluate MODEL``: the registry resolves the artifact, its metadata "family" picks the family.
+
+    ``data``: the family's labelled data set. ``alerts``: real alert files, scored against the reference the
+    packets carry (only families with ``evaluate_alerts``).
+    """
     from models.registry import Registry
 
-    if not Path(data).exists():
-        raise StampflowError(f"evaluation data {data} does not exist")
+    if (data is None) == (not alerts):
+        raise StampflowError("evaluate needs exactly one of --data or --alerts")
+    for path in ([data] if data is not None else list(alerts or [])):
+        if not Path(path).exists():
+            raise StampflowError(f"evaluation data {path} does not exist")
     info = Registry(list(roots)).resolve(model)
     fam = family(info.family)
-    return fam.evaluate(info, Path(data), fam.parse_evaluate(pairs))
+    options = fam.parse_evaluate(pairs)
+    if alerts:
+        if fam.evaluate_alerts is None:
+            raise StampflowError(f"family '{fam.name}' has no evaluation on alerts (use --data)")
+        return fam.evaluate_alerts(info, [Path(p) for p in alerts], options)
+    return fam.evaluate(info, Path(data), options)

@@ -133,6 +133,9 @@ class Family:
     # `stampflow evaluate`'s --set options; the base class takes none (train and evaluate options differ:
     # an option evaluate would ignore is refused, not silently dropped)
     evaluate_options: type[FamilyOptions] = FamilyOptions
+    # evaluate_alerts(info, alert paths, evaluate options): score on real alert packets against a reference
+    # the packets themselves carry (stargal: PS1); None for families without alert-borne references.
+    evaluate_alerts: Callable[[ModelInfo, Sequence[Path], Any], dict[str, Any]] | None = None
 
     def parse(self, pairs: Mapping[str, str]) -> FamilyOptions:
         """``stampflow train``'s ``--set`` pairs as this family's typed options."""

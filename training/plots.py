@@ -1,5 +1,6 @@
 """PNG plots written next to a trained artifact (matplotlib, Agg backend: no display needed): confusion
-matrices, training curves, predicted-vs-true scatter plots and the star/galaxy normalisation comparison."""
+matrices, training curves, predicted-vs-true scatter plots, reliability diagrams and the star/galaxy normalisation
+comparison."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -137,3 +138,35 @@ def write_training_plots(history: dict[str, list[float]], out_dir: Path, report:
     if task in ("regression", "fractions") and true is not None and pred is not None:
         plots["scatter"] = plot_scatter(true, pred, classes, out_dir / "scatter.png", f"{name} predicted vs true").name
     return plots
+
+
+def plot_reliability(curves: dict[str, list[dict[str, Any]]], path: str | Path,
+                     title: str = "Reliability diagram") -> Path:
+    """Accuracy against confidence per bin (`training.calibration.reliability_bins`), one line per named set.
+
+    The diagonal is perfect calibration; points below it are over-confident. The legend carries each set's ECE.
+    """
+    from training.calibration import ECE_BINS
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.4, 4.2), dpi=120)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect")
+    for name, rows in curves.items():
+        pts = [(r["confidence"], r["accuracy"], r["n"]) for r in rows if r["n"]]
+        if not pts:
+            continue
+        total = sum(n for _, _, n in pts)
+        ece = sum(n / total * abs(a - c) for c, a, n in pts)
+        x, y, n = zip(*pts)
+        ax.plot(x, y, marker="o", ms=3, lw=1.2, label=f"{name} (n={total}, ECE {ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(f"confidence of the predicted class ({ECE_BINS} bins)")
+    ax.set_ylabel("fraction correct")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

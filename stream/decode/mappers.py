@@ -182,8 +182,10 @@ def _map_cutout(rec: dict[str, Any], msg: RawMessage) -> Packet:
     return Packet(candid=cutout_candid(str(packet_id)), object_id=str(packet_id), survey=str(survey),
                   alert_time=rec.get("observed_time"), ra=rec.get("ra"), dec=rec.get("dec"), band=single,
                   schema_version=f"cutout-{rec.get('cutout_schema_version') or '1'}",
-                  # a single-band cutout also serves as the "science" stamp, so alert-style models of the same
-                  # survey (e.g. star/galaxy on ZTF cutouts) route it too
-                  stamps={StampKind.SCIENCE: band_stamps[single]} if single else {},
+                  # a single-band cutout also serves as the "science" and the "template" stamp (an archival
+                  # image of a static source is both), so alert-style models of the same survey route it too:
+                  # star/galaxy 1.0.0 reads the science stamp, 2.0.0 the template. One Stamp, decoded once.
+                  stamps={StampKind.SCIENCE: band_stamps[single], StampKind.TEMPLATE: band_stamps[single]}
+                  if single else {},
                   origin=msg.origin, ingest_time=msg.ingest_time, raw=msg.value, band_stamps=band_stamps,
                   pixel_scale=rec.get("pixel_scale"), truth=truth, packet_id=str(packet_id), extra=extra)

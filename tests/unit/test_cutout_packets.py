@@ -165,7 +165,7 @@ def test_engine_scores_truth_and_reports_unrouted(tmp_path):
     assert by_id["src-1"]["predictions"][0]["correct"] is False
     assert by_id["src-3"]["predictions"][0]["correct"] is None and by_id["src-3"]["truth"] is None
     assert by_id["src-4"]["flags"] == ["unrouted"] and by_id["src-4"]["predictions"] == []
-    assert by_id["src-0"]["schema_version"] == "2" and by_id["src-0"]["dataset"] == "test"
+    assert by_id["src-0"]["schema_version"] == "2.1" and by_id["src-0"]["dataset"] == "test"
     reg = metrics.registry
     assert reg.get_sample_value("stampflow_truth_labelled_total", {"model": "radio-double"}) == 3
     assert reg.get_sample_value("stampflow_truth_correct_total", {"model": "radio-double"}) == 2

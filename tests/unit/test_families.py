@@ -80,7 +80,7 @@ def test_evaluate_unknown_key_names_the_command(data_dir, capsys):
     rc = main(["evaluate", "stargal", "--data", str(data_dir / "ztf_stargal" / "cutouts"), "--set", "splt=all"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["stampflow: --set splt: unknown evaluate option for family 'stargal' "
-                               "(known: batch_size)"]
+                               "(known: batch_size, max_distance, star_min, galaxy_max, out_dir, gallery)"]
 
 
 def test_bad_train_flag_is_one_clear_line(tmp_path, capsys):

@@ -14,7 +14,7 @@ from tests.unit.test_grafana_dashboard import (PROMETHEUS_SYNTHETIC, exported_me
 
 PROM = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 ALERT_NAMES = {"StampflowWorkerDown", "StampflowStalled", "StampflowLagGrowing", "StampflowLatencyP99High",
-               "StampflowDeadLetterRateHigh"}
+               "StampflowDeadLetterRateHigh", "StampflowOutOfDistributionShareHigh"}
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,10 @@ def test_rules_read_only_metrics_the_worker_exports():
     # A threshold moved the wrong way round fires in the 1% case.
     (lambda s: s.replace("ratio_rate5m{job=\"stampflow\"} > 0.05", "ratio_rate5m{job=\"stampflow\"} > 0.005"),
      {"StampflowDeadLetterRateHigh"}),
-], ids=["no-for", "no-archival-guard", "dead-letter-threshold"])
+    # An out-of-distribution threshold below the expected few percent fires in the 3% case.
+    (lambda s: s.replace("ratio_rate15m{job=\"stampflow\"} > 0.25", "ratio_rate15m{job=\"stampflow\"} > 0.025"),
+     {"StampflowOutOfDistributionShareHigh"}),
+], ids=["no-for", "no-archival-guard", "dead-letter-threshold", "ood-threshold"])
 def test_alert_unit_tests_catch_a_weakened_rule(promtool, tmp_path, mutation, expect):
     shutil.copytree(PROM / "rules", tmp_path / "rules")
     shutil.copytree(PROM / "tests", tmp_path / "tests")

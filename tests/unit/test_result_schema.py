@@ -14,13 +14,14 @@ from schemas.results import (ClassificationResult, ClassificationResultV1, DeadL
 
 
 def sample_result() -> dict:
-    return {"schema_version": "2", "candid": 1105212445915010004, "objectId": "ZTF19acihgng", "survey": "ZTF",
+    return {"schema_version": "2.1", "candid": 1105212445915010004, "objectId": "ZTF19acihgng", "survey": "ZTF",
             "source": {"topic": "ztf", "partition": 2, "offset": 41, "file": None, "index": None},
             "alert_time": 1574300000.5, "ingest_time": 1700000000.25, "classified_time": 1700000000.5,
             "flags": ["padded_stamp"],
             "predictions": [{"model": "stargal", "model_version": "1.0.0", "label": "galaxy",
                              "probabilities": {"star": 0.25, "galaxy": 0.75}, "uncertainty": 0.125,
-                             "task": "classification", "values": {}, "correct": None}],
+                             "task": "classification", "values": {}, "correct": None,
+                             "out_of_distribution": False}],
             "packet_id": None, "dataset": None, "truth": None,
             "code_version": "0.1.0+gabc", "config_hash": "0123456789abcdef"}
 
@@ -32,9 +33,10 @@ def sample_cutout_result() -> dict:
                 "predictions": [
                     {"model": "radio-first", "model_version": "1.0.0", "label": "FRII",
                      "probabilities": {"FRI": 0.1, "FRII": 0.8, "Compact": 0.05, "Bent": 0.05}, "uncertainty": 0.6,
-                     "task": "classification", "values": {}, "correct": True},
+                     "task": "classification", "values": {}, "correct": True, "out_of_distribution": True},
                     {"model": "spin", "model_version": "1.0.0", "label": "lambda_R=0.42", "probabilities": {},
-                     "uncertainty": 0.0, "task": "regression", "values": {"lambda_R": 0.42}, "correct": None}]})
+                     "uncertainty": 0.0, "task": "regression", "values": {"lambda_R": 0.42}, "correct": None,
+                     "out_of_distribution": False}]})
     return rec
 
 
@@ -108,10 +110,21 @@ def test_cutout_result_round_trips():
     assert decode_schemaless(encode_schemaless(validate_result(rec).record())) == rec
 
 
-def test_v1_readers_keep_working_on_v2_results():
-    """A consumer holding the v1 schema resolves v2 data (Avro schema resolution drops the new fields)."""
+def test_v1_and_v2_readers_keep_working_on_v2_1_results():
+    """Consumers holding the v1 or v2 schema resolve v2.1 data (Avro schema resolution drops the new fields)."""
     rec = sample_cutout_result()
-    old = decode_schemaless(encode_schemaless(rec), version=2, reader_version=1)
+    data = encode_schemaless(rec)  # written with the current schema, v2.1
+    v2 = decode_schemaless(data, reader_version=2)
+    assert list(v2) == [f["name"] for f in load_schema("classification", 2)["fields"]]
+    assert "out_of_distribution" not in v2["predictions"][0]
+    assert v2["predictions"][0]["correct"] is True and v2["truth"] == rec["truth"]
+    assert decode_schemaless(data)["predictions"][0]["out_of_distribution"] is True
+    # and a v2.1 reader resolves v2 data: the new flag takes its default
+    v2_rec = {**v2, "schema_version": "2"}
+    up = decode_schemaless(encode_schemaless(v2_rec, version=2), version=2, reader_version="2.1")
+    assert up["predictions"][0]["out_of_distribution"] is False
+    assert isinstance(validate_result(v2_rec, version=2), ClassificationResult)
+    old = decode_schemaless(data, reader_version=1)
     v1_fields = [f["name"] for f in load_schema("classification", 1)["fields"]]
     assert list(old) == v1_fields
     assert old["predictions"][0] == {k: rec["predictions"][0][k] for k in

@@ -1,13 +1,14 @@
 """The star/galaxy family: a MuyGPs local Gaussian process over 20x20 ZTF science stamps (`models.stargal`).
 
 Modules: `data` (the labelled FITS cutouts), `archive` (their replay format), `options` (``--set`` options),
-`gp` (the training-side GP classifier), `selection` (normalisation x feature model selection), `artifact`
+`gp` (the training-side GP classifier), `reference` and `alerts` (scoring on real alerts against PS1), `selection` (normalisation x feature model selection), `artifact`
 (weights, metadata, atomic write), `train` and `evaluate`.
 """
 from __future__ import annotations
 
 from models.stargal import StarGalaxyGP
 from training.family import ArchiveFormat, Family
+from training.stargal.alerts import evaluate_alerts
 from training.stargal.archive import iter_ztf_stargal_cutouts
 from training.stargal.data import load_stargal_dir
 from training.stargal.evaluate import evaluate
@@ -27,4 +28,5 @@ FAMILY = Family(
     archives=(ArchiveFormat("ztf-stargal", "ZTF star/galaxy cutouts star_N.fits / galaxy_N.fits (label in the name)",
                             iter_ztf_stargal_cutouts),),
     evaluate_options=StargalEvaluateOptions,
+    evaluate_alerts=evaluate_alerts,
 )

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from models.stargal import CLASSES, INPUT_SPEC, METRIC_FOR_KERNEL, WEIGHTS_FILE
+from models.base import InputSpec
+from models.stargal import CLASSES, METRIC_FOR_KERNEL, WEIGHTS_FILE
 from models.versioning import code_version
 from training.stargal.options import StargalOptions
 from training.stargal.selection import INVARIANCE_PREFERENCE, Split, apply_transform
@@ -24,29 +25,30 @@ FAMILY = "stargal"
 DEFAULT_VERSION = "1.0.0"
 
 
-def weight_arrays(gp, flat_train: np.ndarray, mean: np.ndarray, comps: np.ndarray, split: Split,
-                  hashes: list[str]) -> dict[str, np.ndarray]:
+def weight_arrays(gp, features: np.ndarray, onehot: np.ndarray, mean: np.ndarray, comps: np.ndarray,
+                  curated_hashes: list[str], alert_candids: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """What `StarGalaxyGP.from_arrays` serves from: the training features and +/-1 targets, the feature
-    transform, the hyperparameters, and the sha256 of every training file (so evaluation can tell them apart)."""
+    transform, the hyperparameters, and what the model was trained on -- the sha256 of every curated training
+    file and the candid of every training alert -- so an evaluation can tell seen inputs from unseen ones."""
     hp = gp.hyperparameters
     hp_names = np.array(sorted(hp), dtype="<U32")
-    train_idx = split.train_idx
     return {
         "feature_mean": mean.astype(np.float64),
         "pca_components": comps.astype(np.float64),
-        "train_features": apply_transform(flat_train, mean, comps).astype(np.float32),
-        "train_targets": (2.0 * split.onehot[train_idx] - 1.0).astype(np.float32),
-        "train_labels": split.y[train_idx].astype(np.int8),
+        "train_features": np.asarray(features, dtype=np.float32),
+        "train_targets": (2.0 * onehot - 1.0).astype(np.float32),
+        "train_labels": np.argmax(onehot, axis=1).astype(np.int8),
         "hyperparameter_names": hp_names,
         "hyperparameter_values": np.array([hp[k] for k in hp_names], dtype=np.float64),
-        "train_file_sha256": np.array([np.frombuffer(bytes.fromhex(hashes[i]), dtype=np.uint8)
-                                       for i in train_idx], dtype=np.uint8),
+        "train_file_sha256": np.array([np.frombuffer(bytes.fromhex(h), dtype=np.uint8) for h in curated_hashes],
+                                      dtype=np.uint8).reshape(len(curated_hashes), 32),
+        "train_alert_candid": np.asarray(alert_candids if alert_candids is not None else [], dtype=np.int64),
     }
 
 
 def metadata(*, version: str, o: StargalOptions, seed: int, gp, norm: str, comps: np.ndarray, best: dict[str, Any],
              pca_evr: float | None, training_data: dict[str, Any], split: Split,
-             table: list[dict[str, Any]]) -> dict[str, Any]:
+             table: list[dict[str, Any]], spec: InputSpec, ood_threshold: float) -> dict[str, Any]:
     """metadata.json (metrics and timing are added once the served model has been scored)."""
     hp = gp.hyperparameters
     y, train_idx, hold_idx = split.y, split.train_idx, split.hold_idx
@@ -54,11 +56,15 @@ def metadata(*, version: str, o: StargalOptions, seed: int, gp, norm: str, comps
         "name": NAME, "version": version, "family": FAMILY, "classes": list(CLASSES),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(), "trained_on": "real",
-        "input_spec": INPUT_SPEC.as_dict(),
+        "input_spec": spec.as_dict(),
+        "ood": {"rule": "posterior_variance_above", "threshold": ood_threshold, "quantile": o.ood_quantile,
+                "meaning": f"flag out_of_distribution when the posterior variance exceeds the {o.ood_quantile} "
+                           "quantile of the training set's leave-one-out posterior variances: the input is "
+                           "further from every training stamp than almost all training stamps are from the rest"},
         "normalisation": norm,
         "feature_reduction": {"method": "pca" if comps.size else "none", "dims": int(best["dims"]),
                               "explained_variance_ratio": pca_evr,
-                              "note": "features = (normalised flattened 20x20 stamp - feature_mean) @ "
+                              "note": f"features = (normalised flattened {spec.size}x{spec.size} stamp - feature_mean) @ "
                                       "pca_components.T (all pixels when pca_components is empty)"},
         "gp": {"library": "MuyGPyS 0.9.1", "kernel": o.kernel, "metric": METRIC_FOR_KERNEL[o.kernel],
                "nn_count": o.nn_count, "nn_method": "exact (brute force)", "hyperparameters": hp,
@@ -108,6 +114,11 @@ def write_artifact(out_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str,
                                   title=f"stargal {version} hold-out (n={report['n']}, "
                                         f"acc {report['accuracy']:.3f})")
             plot_normalisation_comparison(table, tmp / "normalisation_comparison.png")
+            if meta.get("reliability"):
+                from training.plots import plot_reliability
+
+                plot_reliability(meta["reliability"], tmp / "reliability.png",
+                                 title=f"stargal {version}: reliability (15 bins)")
         finish(meta)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out_dir.exists():

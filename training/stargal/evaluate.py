@@ -14,9 +14,10 @@ import numpy as np
 
 from models.base import ModelInfo
 from models.preprocess import prepare_batch
-from models.stargal import INPUT_SPEC, WEIGHTS_FILE, StarGalaxyGP
+from models.stargal import WEIGHTS_FILE, StarGalaxyGP
 from schemas.errors import StampflowError
 from schemas.packet import Origin, Packet, Stamp, StampEncoding, StampImage, StampKind
+from training.calibration import expected_calibration_error
 from training.evaluation import classification_report
 from training.stargal.data import load_stargal_dir
 from training.stargal.options import StargalEvaluateOptions
@@ -34,8 +35,10 @@ def packets_from_images(images: np.ndarray, names: Sequence[str]) -> list[Packet
                            nan_fraction=float(np.isnan(data).mean()))
         stamp = Stamp(kind=StampKind.SCIENCE, raw=b"", encoding=StampEncoding.FITS, nominal_size=data.shape[0],
                       _image=image)
+        # a cutout serves as science and template stamp alike, as cutout packets do (stream.decode.mappers)
         packets.append(Packet(candid=i, object_id=str(name), survey="ZTF", alert_time=None, ra=None, dec=None,
-                              band=None, schema_version="fits-cutout", stamps={StampKind.SCIENCE: stamp},
+                              band=None, schema_version="fits-cutout",
+                              stamps={StampKind.SCIENCE: stamp, StampKind.TEMPLATE: stamp},
                               origin=Origin(file=str(name)), ingest_time=now))
     return packets
 
@@ -77,12 +80,13 @@ def evaluate(info: ModelInfo, data: Path, options: StargalEvaluateOptions | None
     if info.family != FAMILY:
         raise StampflowError(f"model {info.name}@{info.version} is a '{info.family}' model, not {FAMILY}")
     model = StarGalaxyGP.load(info)
-    images, labels, names, data_info = load_stargal_dir(data, size=INPUT_SPEC.size, return_info=True)
+    images, labels, names, data_info = load_stargal_dir(data, size=model.input_spec.size, return_info=True)
     y = np.array([model.classes.index(lbl) for lbl in labels])
     t0 = time.perf_counter()
     pred, probs, unc = predict_images(model, images, names, batch_size=o.batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     report = classification_report(y, pred, model.classes)
+    report["ece"] = expected_calibration_error(probs, y)
     result: dict[str, Any] = {"model": f"{info.name}@{info.version}", "artifact": str(info.path),
                               "data": {"path": str(Path(data).resolve()), "n_files": data_info.n_files,
                                        "n_duplicates_dropped": data_info.n_duplicates,

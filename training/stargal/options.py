@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from models.preprocess import NORMALISATIONS
 from training.family import Csv, FamilyOptions
@@ -34,7 +34,21 @@ class StargalOptions(FamilyOptions):
                                                         "(selection keeps nu = 0.5).")
     max_per_class: int | None = Field(None, ge=1, description="Train on a seeded random subset of this many "
                                                               "cutouts per class (quick runs, tests).")
-    plots: bool = Field(True, description="Write the confusion-matrix and normalisation-comparison PNGs.")
+    stamp: Literal["science", "template"] = Field("science", description="Which alert stamp the model reads "
+                                                   "(an archival cutout serves as either).")
+    size: int = Field(20, ge=5, le=63, description="Centre crop of the stamp, pixels (odd sizes keep the alert's "
+                                                  "centre pixel, 31 of 63, at the crop's centre).")
+    alerts: Annotated[tuple[str, ...], Csv] = Field((), description="Alert files or directories whose confident "
+                                                                   "PS1 references join the training set (labels "
+                                                                   "only: the reference is never a feature).")
+    alert_folds: int = Field(5, ge=2, description="With alerts: object-grouped folds of the alert CV score.")
+    ood_quantile: float = Field(0.99, gt=0.5, lt=1, description="Out-of-distribution rule: flag a posterior "
+                                                                "variance above this quantile of the training "
+                                                                "set's leave-one-out variances.")
+    trained_on_note: str | None = Field(None, description="Free text recorded in metadata.json (what this "
+                                                          "version changed).")
+    plots: bool = Field(True, description="Write the confusion-matrix, normalisation-comparison and reliability "
+                                          "PNGs.")
     overwrite: bool = Field(False, description="Replace an existing artifact of the same version.")
     quiet: bool = Field(False, description="No progress bar and no progress lines on stderr.")
 
@@ -43,3 +57,17 @@ class StargalEvaluateOptions(FamilyOptions):
     """How ``stampflow evaluate`` scores a star/galaxy artifact."""
 
     batch_size: int = Field(256, ge=1, description="Cutouts per predict_batch call (the engine's batch size).")
+    # --alerts only: the PS1 reference each packet carries, and where the pictures go.
+    max_distance: float = Field(1.0, gt=0, description="--alerts: PS1 source within this many arcsec "
+                                                       "(distpsnr1) for a reference label.")
+    star_min: float = Field(0.9, ge=0, le=1, description="--alerts: sgscore1 above this is a reference star.")
+    galaxy_max: float = Field(0.1, ge=0, le=1, description="--alerts: sgscore1 below this is a reference galaxy.")
+    out_dir: str | None = Field("stargal-alerts-eval", description="--alerts: directory for the reliability "
+                                                                   "diagram and the gallery PNGs; empty: none.")
+    gallery: int = Field(12, ge=0, description="--alerts: how many worst disagreements the gallery shows.")
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> "StargalEvaluateOptions":
+        if self.galaxy_max >= self.star_min:
+            raise ValueError("galaxy_max must be below star_min")
+        return self

@@ -18,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from models.base import ModelInfo
+from models.base import ZTF_PIXEL_SCALE, InputSpec, ModelInfo
 from models.stargal import CLASSES, StarGalaxyGP, pca_fit
+from schemas.stamps import StampKind
 from schemas.errors import StampflowError
 from training.evaluation import classification_report, next_version, stratified_folds, stratified_split
 from training.family import TrainOptions, say
+from training.calibration import expected_calibration_error, reliability_bins
+from training.stargal.alert_data import grouped_folds, load_alert_set
+from training.stargal.alert_training import Design, alert_cv, alert_report, flatten, ood_threshold
 from training.stargal.artifact import DEFAULT_VERSION, FAMILY, NAME, metadata, weight_arrays, write_artifact
 from training.stargal.data import StarGalLoadInfo, load_stargal_dir
 from training.stargal.evaluate import predict_images
@@ -42,7 +46,7 @@ def output_dir(opts: TrainOptions, o: StargalOptions) -> Path:
 
 def load_data(data: Path, o: StargalOptions, seed: int, quiet: bool):
     """Images, labels, names and load info; with ``max_per_class`` a seeded random subset per class."""
-    images, labels, names, info = load_stargal_dir(data, return_info=True)
+    images, labels, names, info = load_stargal_dir(data, size=o.size, return_info=True)
     say(f"loaded {len(images)} cutouts from {data} ({info.n_files} files, {info.n_duplicates} duplicates "
         "dropped)", quiet=quiet)
     if o.max_per_class:
@@ -53,6 +57,11 @@ def load_data(data: Path, o: StargalOptions, seed: int, quiet: bool):
         names = [names[i] for i in keep]
         info.hashes = [info.hashes[i] for i in keep]
     return images, labels, names, info
+
+
+def serving_spec(o: StargalOptions) -> InputSpec:
+    """What the artifact will declare: the chosen stamp kind, centre-cropped to ``size`` at ZTF's plate scale."""
+    return InputSpec(survey="ZTF", stamp_kinds=(StampKind(o.stamp),), size=o.size, pixel_scale=ZTF_PIXEL_SCALE)
 
 
 def make_split(labels: np.ndarray, o: StargalOptions, seed: int, data: Path) -> Split:
@@ -85,30 +94,73 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
     table, best, flat_by_norm = select(images, split, o, seed, progress=not quiet)
     say(format_table(table), quiet=quiet)
 
-    # -- final model: chosen variant on the whole training part, smoothness optimised too
+    # -- alerts: labelled by their PS1 reference, scored by object-grouped CV, then part of the training set
     norm, dims = best["normalisation"], (best["dims"] if best["features"] != "pixels" else 0)
+    spec = serving_spec(o)
     flat_train = flat_by_norm[norm][split.train_idx]
+    onehot_train = split.onehot[split.train_idx]
+    alerts_block, alert_candids, alert_cv_result = None, None, None
+    if o.alerts:
+        aset = load_alert_set([Path(a) for a in o.alerts], spec)
+        alert_y = np.array([CLASSES.index(lbl) for lbl in aset.labels])
+        alert_flat = flatten(aset.images, norm)
+        folds = grouped_folds(aset.object_ids, aset.labels, o.alert_folds, seed)
+        say(f"alerts: {len(alert_y)} with a confident PS1 reference ({int((alert_y == 0).sum())} stars, "
+            f"{int((alert_y == 1).sum())} galaxies, {len(set(aset.object_ids))} objects); "
+            f"{o.alert_folds}-fold CV grouped by objectId", quiet=quiet)
+        alert_cv_result = alert_cv(flat_train, onehot_train, alert_flat, alert_y, folds, Design(norm, dims),
+                                   lambda: make_gp(o, seed, final=False), o.ood_quantile)
+        alerts_block = alert_report(alert_y, alert_cv_result["probabilities"], alert_cv_result["out_of_distribution"],
+                                    aset.object_ids, o.alert_folds)
+        alerts_block["paths"] = [str(Path(a).resolve()) for a in o.alerts]
+        alerts_block["messages_read"] = aset.n_messages
+        say(f"alerts CV: balanced accuracy {alerts_block['balanced_accuracy']:.3f}, recall star "
+            f"{alerts_block['recall_star']:.3f} galaxy {alerts_block['recall_galaxy']:.3f}, ECE "
+            f"{alerts_block['ece']:.3f}, flagged {alerts_block['abstention_rate']:.3f}", quiet=quiet)
+        flat_train = np.concatenate([flat_train, alert_flat])
+        onehot_train = np.concatenate([onehot_train, np.eye(len(CLASSES))[alert_y]])
+        alert_candids = aset.candids
+
+    # -- final model: chosen variant on the whole training set, smoothness optimised too
     mean, comps = feature_transform(flat_train, dims)
+    features = apply_transform(flat_train, mean, comps)
     t0 = time.perf_counter()
-    gp = make_gp(o, seed, final=True).fit(apply_transform(flat_train, mean, comps), split.onehot[split.train_idx])
+    gp = make_gp(o, seed, final=True).fit(features, onehot_train)
     final_fit_seconds = time.perf_counter() - t0
+    threshold = ood_threshold(gp, features, o.ood_quantile)
     pca_evr = float(pca_fit(flat_train, dims)[2].sum()) if comps.size else None
-    arrays = weight_arrays(gp, flat_train, mean, comps, split, info.hashes)
+    arrays = weight_arrays(gp, features, onehot_train, mean, comps, [info.hashes[i] for i in split.train_idx],
+                           alert_candids)
     meta = metadata(version=version, o=o, seed=seed, gp=gp, norm=norm, comps=comps, best=best, pca_evr=pca_evr,
                     training_data=training_data_record(data, info, labels, len(images), o), split=split,
-                    table=table)
+                    table=table, spec=spec, ood_threshold=threshold)
+    if o.trained_on_note:
+        meta["note"] = o.trained_on_note
+    if alerts_block is not None:
+        meta["training_data"]["alerts"] = {k: alerts_block[k] for k in ("paths", "messages_read", "n", "n_objects",
+                                                                        "n_star", "n_galaxy")}
+        meta["training_data"]["alerts"]["labels"] = ("PS1 sgscore1 of the nearest source within 1\" (> 0.9 star, "
+                                                    "< 0.1 galaxy); the reference is never a feature")
 
     # -- evaluate the artifact exactly as it will be served
     model = StarGalaxyGP.from_arrays(ModelInfo(NAME, version, FAMILY, out_dir, meta), meta, arrays)
     hold_idx = split.hold_idx
     t0 = time.perf_counter()
-    pred_idx, _, unc = predict_images(model, images[hold_idx], [names[i] for i in hold_idx])
+    pred_idx, hold_probs, unc = predict_images(model, images[hold_idx], [names[i] for i in hold_idx])
     holdout_seconds = time.perf_counter() - t0
     report = classification_report(split.y[hold_idx], pred_idx, CLASSES)
     report["mean_uncertainty"] = float(unc.mean()) if len(unc) else None
+    report["ece"] = expected_calibration_error(hold_probs, split.y[hold_idx])
+    report["abstention_rate"] = float((unc > threshold).mean()) if len(unc) else None
+    meta["reliability"] = {"curated hold-out": reliability_bins(hold_probs, split.y[hold_idx])}
+    if alert_cv_result is not None:
+        meta["reliability"]["alerts (grouped CV)"] = reliability_bins(alert_cv_result["probabilities"], alert_y)
     meta["metrics"] = {"holdout": report, "holdout_accuracy": report["accuracy"],
                        "holdout_accuracy_ci95": report["accuracy_ci95"],
-                       "cv_accuracy": best["val_accuracy"], "cv_accuracy_std": best["val_accuracy_std"]}
+                       "cv_accuracy": best["val_accuracy"], "cv_accuracy_std": best["val_accuracy_std"],
+                       "holdout_ece": report["ece"]}
+    if alerts_block is not None:
+        meta["metrics"]["alerts_cv"] = {k: v for k, v in alerts_block.items() if k not in ("paths",)}
     meta["timing"] = {"final_fit_seconds": final_fit_seconds, "holdout_predict_seconds": holdout_seconds,
                       "total_train_seconds": None}
 
@@ -123,5 +175,5 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
     return {"name": NAME, "version": version, "artifact": str(out_dir),
             "size_bytes": sum(p.stat().st_size for p in out_dir.iterdir()),
             "normalisation": norm, "feature_reduction": meta["feature_reduction"], "hyperparameters": gp.hyperparameters,
-            "metrics": meta["metrics"], "comparison": table, "training_data": meta["training_data"],
+            "metrics": meta["metrics"], "ood": meta["ood"], "input_spec": meta["input_spec"], "comparison": table, "training_data": meta["training_data"],
             "split": meta["split"], "seconds": meta["timing"]["total_train_seconds"]}
