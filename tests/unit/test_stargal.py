@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,8 +286,8 @@ def test_tiny_train_produces_loadable_artifact(tmp_path, small_dir):
     assert holdout["n"] == 16 and sum(map(sum, holdout["confusion_matrix"]["matrix"])) == 16
     assert holdout["accuracy"] >= 0.75  # 16 real stamps, trained on 64: still well above chance
     # The registry finds and loads it, without pickle, and it predicts.
-    clf = Registry([out]).load("stargal")
-    assert isinstance(clf, StarGalaxyGP) and clf.version == "1.0.0"
+    clf = Registry([out]).load("stargal@1.0.0")  # local roots win over the bundled artifacts of the same version
+    assert isinstance(clf, StarGalaxyGP) and clf.version == "1.0.0" and Path(clf.info.path) == art
     images, *_ = load_stargal_dir(small_dir)
     assert len(clf.predict_batch(images[:4, ..., None]).labels) == 4
     # Same version again is refused; no version -> next one.
