@@ -42,7 +42,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from bench.decode_throughput import bench_decode, load_alert_bytes  # noqa: E402
 
 
-def bench_naive(msgs: list[bytes], count: int = 1500) -> dict:
+def bench_naive(msgs: list[bytes], count: int = 1500, model: str = "stargal") -> dict:
     """What a straightforward broker plug-in does: full fastavro read, astropy per stamp, model per alert."""
     import fastavro
     import warnings
@@ -55,7 +55,7 @@ def bench_naive(msgs: list[bytes], count: int = 1500) -> dict:
     from models.preprocess import centre_crop, fill_nan
     from models.registry import Registry
 
-    clf = Registry().load("stargal")
+    clf = Registry().load(model)
     t0 = time.perf_counter()
     n = 0
     for m in (msgs * (count // len(msgs) + 1))[:count]:
@@ -68,8 +68,10 @@ def bench_naive(msgs: list[bytes], count: int = 1500) -> dict:
             raw = gzip.decompress(cutout["stampData"])
             with fits.open(io.BytesIO(raw)) as hdul:
                 stamps[key] = hdul[0].data.astype(np.float32)
-        x = fill_nan(centre_crop(stamps["cutoutScience"], 20))[None, :, :, None]
-        clf.predict_batch(x)
+        spec = clf.input_spec  # the stamp kind and crop the served model declares (2.0.0: template, 19x19)
+        key = {"science": "cutoutScience", "template": "cutoutTemplate"}[spec.stamp_kinds[0].value]
+        if key in stamps:  # a packet without that stamp is unrouted, as in the worker
+            clf.predict_batch(fill_nan(centre_crop(stamps[key], spec.size))[None, :, :, None])
         n += 1
     return {"naive_loop_alerts_per_s": round(n / (time.perf_counter() - t0), 1), "naive_loop_alerts": n}
 
@@ -116,10 +118,11 @@ def metric(port: int, name: str) -> float:
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 
-def run_worker(bootstrap: str, topic: str, results: str, expect: int, batch: int, timeout: float) -> dict:
+def run_worker(bootstrap: str, topic: str, results: str, expect: int, batch: int, timeout: float,
+               model: str = "stargal") -> dict:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPFLOW_") or k == "STAMPFLOW_DATA"}
-    env.update({"STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STAMPFLOW_KAFKA__GROUP_ID": f"bench-{topic}",
+    env.update({"STAMPFLOW_MODELS__NAMES": json.dumps([model]), "STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STAMPFLOW_KAFKA__GROUP_ID": f"bench-{topic}",
                 "STAMPFLOW_KAFKA__INPUT_TOPICS": json.dumps([topic]), "STAMPFLOW_KAFKA__RESULT_TOPIC": results,
                 "STAMPFLOW_KAFKA__DEAD_LETTER_TOPIC": f"{results}-dead", "STAMPFLOW_METRICS__PORT": str(port),
                 "STAMPFLOW_BATCH__MAX_SIZE": str(batch), "STAMPFLOW_LOG_LEVEL": "WARNING"})
@@ -191,6 +194,7 @@ def latencies(bootstrap: str, input_topic: str, result_topic: str) -> np.ndarray
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=50_000)
+    ap.add_argument("--model", default="stargal", help="model the worker serves (name or name@version)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--latency-messages", type=int, default=5_000)
@@ -205,7 +209,8 @@ def main() -> None:
                     "partitions": args.partitions}
     report.update(bench_decode(msgs))
     print(report, flush=True)
-    report.update(bench_naive(msgs))
+    report.update(bench_naive(msgs, model=args.model))
+    report["model"] = args.model
     print(report, flush=True)
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
@@ -220,7 +225,8 @@ def main() -> None:
         t0 = time.monotonic()
         produce(bootstrap, tin, msgs, args.messages)
         report["produce_seconds"] = round(time.monotonic() - t0, 2)
-        run = run_worker(bootstrap, tin, tout, args.messages, args.batch, timeout=1800)
+        run = run_worker(bootstrap, tin, tout, args.messages, args.batch, timeout=1800,
+                         model=args.model)
         report["end_to_end_alerts_per_s"] = round(run["done"] / max(run["seconds"], 1e-9), 1)
         report["end_to_end_seconds"] = round(run["seconds"], 2)
         report["worker_peak_rss_mb"] = round(run["peak_rss_bytes"] / 2**20, 1)
@@ -231,7 +237,7 @@ def main() -> None:
         n = min(args.latency_messages, int(rate * 30))
         import threading
         worker = threading.Thread(target=lambda: report.__setitem__(
-            "_lat_run", run_worker(bootstrap, lin, lout, n, args.batch, timeout=600)))
+            "_lat_run", run_worker(bootstrap, lin, lout, n, args.batch, timeout=600, model=args.model)))
         worker.start()
         time.sleep(8)  # the worker is up and assigned before the load starts
         produce(bootstrap, lin, msgs, n, rate=rate)
@@ -263,7 +269,7 @@ def main() -> None:
                       "`bench/results/` has the details.\n\n## Pipeline (`bench/run_pipeline_bench.py`)\n\n"
                       "| date | machine | messages | e2e alerts/s | p50 s | p99 s | steady p99 s | decode-only /s/core | "
                       "decode+stamp /s/core | naive loop /s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-    row = (f"| {report['date']} | {report['machine']} | {args.messages} | {report['end_to_end_alerts_per_s']} | "
+    row = (f"| {report['date']} | {report['machine']}, {args.model} | {args.messages} | {report['end_to_end_alerts_per_s']} | "
            f"{report['latency_p50_s']} | {report['latency_p99_s']} | {report['latency_steady_p99_s']} | "
            f"{report['decode_only_alerts_per_s']} | "
            f"{report['decode_with_science_stamp_alerts_per_s']} | {report['naive_loop_alerts_per_s']} | "

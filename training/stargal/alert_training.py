@@ -22,7 +22,7 @@ import numpy as np
 from models.preprocess import normalise
 from models.stargal import CLASSES, probabilities_from_means
 from training.calibration import expected_calibration_error
-from training.evaluation import wilson_interval
+from training.stargal.alerts import recall_scores
 from training.stargal.gp import GPClassifier
 from training.stargal.selection import apply_transform, feature_transform
 
@@ -80,23 +80,10 @@ def alert_report(y: np.ndarray, probs: np.ndarray, flagged: np.ndarray, object_i
                  folds: int) -> dict[str, Any]:
     """Recall per class (95% Wilson), balanced accuracy, ECE and abstentions of out-of-fold alert predictions."""
     pred = probs.argmax(axis=1)
-    out: dict[str, Any] = {"n": int(len(y)), "n_objects": len(set(object_ids)), "folds": folds,
+    out: dict[str, Any] = {**recall_scores(y, pred), "n_objects": len(set(object_ids)), "folds": folds,
                            "grouping": "objectId"}
-    recalls = []
-    for c, name in enumerate(CLASSES):
-        sel = y == c
-        hit = int((pred[sel] == c).sum())
-        out[f"n_{name}"] = int(sel.sum())
-        out[f"recall_{name}"] = hit / int(sel.sum()) if sel.any() else None
-        out[f"recall_{name}_ci95"] = list(wilson_interval(hit, int(sel.sum()))) if sel.any() else None
-        if sel.any():
-            recalls.append(hit / int(sel.sum()))
-    out["balanced_accuracy"] = float(np.mean(recalls))
-    out["accuracy"] = float((pred == y).mean())
     out["ece"] = expected_calibration_error(probs, y)
     out["abstention_rate"] = float(flagged.mean())
-    answered = ~flagged
-    if answered.any():
-        r = [float((pred[answered & (y == c)] == c).mean()) for c in range(len(CLASSES)) if (answered & (y == c)).any()]
-        out["balanced_accuracy_answered"] = float(np.mean(r))
+    if (~flagged).any():
+        out["balanced_accuracy_answered"] = recall_scores(y[~flagged], pred[~flagged])["balanced_accuracy"]
     return out

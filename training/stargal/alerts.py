@@ -44,7 +44,7 @@ def _mag_bin(mag: float | None) -> str:
     return "unknown"
 
 
-def _scores(true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+def recall_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """Recall per class with Wilson intervals, balanced accuracy (mean recall over the classes present)."""
     out: dict[str, Any] = {"n": int(len(true))}
     recalls = []
@@ -66,7 +66,7 @@ def _breakdown(keys: Sequence[str], true: np.ndarray, pred: np.ndarray, ood: np.
     out: dict[str, Any] = {}
     for key in sorted(set(keys)):
         sel = np.array([k == key for k in keys])
-        out[key] = {**_scores(true[sel], pred[sel]), "abstention_rate": float(ood[sel].mean())}
+        out[key] = {**recall_scores(true[sel], pred[sel]), "abstention_rate": float(ood[sel].mean())}
     return out
 
 
@@ -125,10 +125,10 @@ def score_alerts(results, messages: Sequence[RawMessage], model_name: str, t: Th
     pred = np.array([CLASSES.index(p.label) for _, p in rows])
     probs = np.array([[p.probabilities.get(c, 0.0) for c in CLASSES] for _, p in rows])
     ood = np.array([p.out_of_distribution for _, p in rows], dtype=bool)
-    report: dict[str, Any] = {**_scores(true, pred)}
+    report: dict[str, Any] = {**recall_scores(true, pred)}
     report["abstention_rate"] = float(ood.mean())
     report["n_abstained"] = int(ood.sum())
-    report["answered"] = _scores(true[~ood], pred[~ood])
+    report["answered"] = recall_scores(true[~ood], pred[~ood])
     report["ece"] = expected_calibration_error(probs, true, ECE_BINS)
     report["ece_bins"] = ECE_BINS
     report["reliability"] = reliability_bins(probs, true, ECE_BINS)
@@ -168,7 +168,7 @@ def evaluate_alerts(info: ModelInfo, paths: Sequence[Path], options: Any) -> dic
     report["n_in_training_set"] = int(seen.sum())
     if seen.any():
         unseen = ~seen
-        report["unseen"] = {**_scores(true[unseen], pred[unseen]),
+        report["unseen"] = {**recall_scores(true[unseen], pred[unseen]),
                             "abstention_rate": float(ood[unseen].mean()) if unseen.any() else None,
                             "ece": expected_calibration_error(probs[unseen], true[unseen]) if unseen.any()
                             else None}
