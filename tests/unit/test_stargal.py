@@ -168,7 +168,7 @@ def test_gram_tensors_and_posterior_match_muygpys():
     x = rng.normal(size=(120, 6))
     t = to_pm1(np.eye(2)[rng.integers(0, 2, 120)])
     q = rng.normal(size=(9, 6))
-    muygps = build_muygps("matern", 1.3, 1e-3, 0.8)
+    muygps = build_muygps("matern", 1.3, 1e-3, 0.8, 0.37)  # a non-unit sigma^2, as trained models have
     pred = GPPredictor(x, t, 10, muygps, "l2")
     nn, cross, pair = pred.neighbourhoods(q)
     d = np.sqrt(((q[:, None, :] - x[None]) ** 2).sum(-1))

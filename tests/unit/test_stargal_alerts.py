@@ -139,3 +139,20 @@ def test_cli_evaluate_alerts_errors_are_one_line(argv, needle):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_references_are_read_from_split_multi_record_containers(data_dir):
+    """A Spark-written container is split into one message per alert whose ``record`` is the decoder's
+    projection (no PS1 fields); the reference must come from the message's own full container."""
+    from stream.file_source import FileSource
+    from schemas.packet import RawMessage
+    from training.stargal.reference import record_of, reference_of
+
+    files = sorted((data_dir / "ztf_alerts_eval" / "fink-client-tests").glob("*-c000.avro"))
+    assert files, "the Spark-written containers of the shared alerts are missing"
+    msgs = [m for m in FileSource(files[:1]).iter_messages() if isinstance(m, RawMessage)]
+    assert len(msgs) > 10 and all(m.record is not None for m in msgs)
+    assert all("sgscore1" not in m.record["candidate"] for m in msgs)  # the projection leaves it out
+    refs = [reference_of(record_of(m), Thresholds()) for m in msgs]
+    assert all(r is not None and r.sgscore1 is not None for r in refs)
+    assert sum(r.label is not None for r in refs) > 10

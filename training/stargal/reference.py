@@ -6,9 +6,9 @@ and its score is confident, the alert's science stamp is centred on it, so the t
 reference a label to score against, never an input: `CATALOGUE_FIELDS` lists every cross-match field, and
 `tests/unit/test_stargal_alerts.py` changes them in real packets and checks the predictions do not move.
 
-The reference is read straight from the message bytes (fastavro on the alert's own container, or the record a
-Parquet/multi-record source already decoded), not from the worker's `Packet`, which does not even carry these
-fields: the decoder's projection leaves them out.
+The reference is read straight from the message bytes (fastavro on the alert's own container, or the Parquet
+row), not from the worker's `Packet`, which does not even carry these fields: the decoder's projection leaves
+them out.
 """
 from __future__ import annotations
 
@@ -70,15 +70,18 @@ def label_of(sgscore1: Any, distpsnr1: Any, t: Thresholds) -> str | None:
 
 
 def record_of(msg: RawMessage) -> dict[str, Any] | None:
-    """The alert record behind a message: the one a source already decoded, or the first of its container."""
-    if msg.record is not None:
-        return msg.record
-    if not msg.value.startswith(b"Obj\x01"):
-        return None  # Confluent-framed (Rubin): no PS1 reference
-    try:
-        return next(iter(fastavro.reader(io.BytesIO(msg.value))), None)
-    except Exception:  # noqa: BLE001 - an unreadable message is the engine's dead letter, not a reference
-        return None
+    """The full alert record behind a message.
+
+    The message's own Avro container is read in full when it has one: a record a source already decoded may be
+    the decoder's projection (multi-record containers are split that way), which leaves the PS1 fields out.
+    Parquet rows have no container and are whole rows already.
+    """
+    if msg.value.startswith(b"Obj\x01"):
+        try:
+            return next(iter(fastavro.reader(io.BytesIO(msg.value))), None)
+        except Exception:  # noqa: BLE001 - an unreadable message is the engine's dead letter, not a reference
+            return None
+    return msg.record  # Parquet rows; None for Confluent-framed (Rubin) messages, which carry no PS1 reference
 
 
 def reference_of(record: dict[str, Any], t: Thresholds) -> Reference | None:
