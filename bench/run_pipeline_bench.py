@@ -54,6 +54,7 @@ def bench_naive(msgs: list[bytes], count: int = 1500, model: str = "stargal") ->
 
     from models.preprocess import centre_crop, fill_nan
     from models.registry import Registry
+    from stream.decode.mappers import CUTOUT_FIELDS
 
     clf = Registry().load(model)
     t0 = time.perf_counter()
@@ -69,7 +70,7 @@ def bench_naive(msgs: list[bytes], count: int = 1500, model: str = "stargal") ->
             with fits.open(io.BytesIO(raw)) as hdul:
                 stamps[key] = hdul[0].data.astype(np.float32)
         spec = clf.input_spec  # the stamp kind and crop the served model declares (2.0.0: template, 19x19)
-        key = {"science": "cutoutScience", "template": "cutoutTemplate"}[spec.stamp_kinds[0].value]
+        key = CUTOUT_FIELDS[spec.stamp_kinds[0]]
         if key in stamps:  # a packet without that stamp is unrouted, as in the worker
             clf.predict_batch(fill_nan(centre_crop(stamps[key], spec.size))[None, :, :, None])
         n += 1

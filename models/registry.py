@@ -10,21 +10,22 @@ family needs nothing here; only a new kind of serving class adds one line to `SE
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Iterable
 
 from models.base import Classifier, ModelInfo
+from models.cnn import KerasCNN
+from models.stargal import StarGalaxyGP
 from schemas.errors import StampflowError
 
 BUNDLED_ROOT = Path(__file__).resolve().parent / "artifacts"
 
-# serving kind -> (weights file suffix, "module:Class"); the class is imported when a model is loaded, so
-# listing models never imports TensorFlow.
-SERVING: dict[str, tuple[str, str]] = {
-    "keras": (".keras", "models.cnn:KerasCNN"),         # every CNN family (docs/models.md)
-    "gp": (".npz", "models.stargal:StarGalaxyGP"),      # the star/galaxy MuyGPs model's plain arrays
+# serving kind -> (weights file suffix, serving class). Both classes import TensorFlow / MuyGPyS only when a
+# model is loaded, so listing models stays cheap.
+SERVING: dict[str, tuple[str, type[Classifier]]] = {
+    "keras": (".keras", KerasCNN),         # every CNN family (docs/models.md)
+    "gp": (".npz", StarGalaxyGP),          # the star/galaxy MuyGPs model's plain arrays
 }
 
 REQUIRED_METADATA = ("name", "version", "family", "training_data", "metrics", "created", "code_version")
@@ -87,9 +88,7 @@ class Registry:
 
     def load(self, spec: str) -> Classifier:
         info = self.resolve(spec)
-        module_name, _, cls_name = SERVING[serving_kind(info)][1].partition(":")
-        cls = getattr(importlib.import_module(module_name), cls_name)
-        return cls.load(info)
+        return SERVING[serving_kind(info)][1].load(info)
 
 
 def serving_kind(info: ModelInfo) -> str:

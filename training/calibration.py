@@ -36,10 +36,14 @@ def reliability_bins(probabilities: np.ndarray, true: np.ndarray, bins: int = EC
     return out
 
 
-def expected_calibration_error(probabilities: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE over ``bins`` equal-width confidence bins (see the module docstring); NaN for no predictions."""
-    rows = reliability_bins(probabilities, true, bins)
+def ece_from_bins(rows: list[dict[str, Any]]) -> float:
+    """ECE from `reliability_bins` rows (see the module docstring); NaN for no predictions."""
     total = sum(r["n"] for r in rows)
     if total == 0:
         return float("nan")
     return float(sum(r["n"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows if r["n"]))
+
+
+def expected_calibration_error(probabilities: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE over ``bins`` equal-width confidence bins."""
+    return ece_from_bins(reliability_bins(probabilities, true, bins))

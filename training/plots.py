@@ -146,19 +146,18 @@ def plot_reliability(curves: dict[str, list[dict[str, Any]]], path: str | Path,
 
     The diagonal is perfect calibration; points below it are over-confident. The legend carries each set's ECE.
     """
-    from training.calibration import ECE_BINS
+    from training.calibration import ECE_BINS, ece_from_bins
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.4, 4.2), dpi=120)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect")
     for name, rows in curves.items():
-        pts = [(r["confidence"], r["accuracy"], r["n"]) for r in rows if r["n"]]
+        pts = [(r["confidence"], r["accuracy"]) for r in rows if r["n"]]
         if not pts:
             continue
-        total = sum(n for _, _, n in pts)
-        ece = sum(n / total * abs(a - c) for c, a, n in pts)
-        x, y, n = zip(*pts)
-        ax.plot(x, y, marker="o", ms=3, lw=1.2, label=f"{name} (n={total}, ECE {ece:.3f})")
+        x, y = zip(*pts)
+        ax.plot(x, y, marker="o", ms=3, lw=1.2,
+                label=f"{name} (n={sum(r['n'] for r in rows)}, ECE {ece_from_bins(rows):.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(f"confidence of the predicted class ({ECE_BINS} bins)")

@@ -155,6 +155,14 @@ class ReaderGen(SourceGen):
             return
         self.union(t, ind, lines, lambda branch, ind2, ls: self.skip(branch, ind2, ls))
 
+    @staticmethod
+    def inline_long(var: str, ind: str, lines: list[str]) -> None:
+        """A zigzag varint into ``var``: the one-byte case inline (most lengths and ints in an alert), longer
+        ones through `varint.long_rest`."""
+        lines.append(f"{ind}x = b[p]; p += 1")
+        lines.append(f"{ind}if x < 128: {var} = (x >> 1) ^ -(x & 1)")
+        lines.append(f"{ind}else: {var}, p = _long_rest(b, p, x)")
+
     def union(self, t: list, ind: str, lines: list[str], emit: Callable[[Any, str, list[str]], None]) -> None:
         if len(t) > 63:
             lines.append(f"{ind}x, p = _read_long(b, p)")
@@ -181,17 +189,13 @@ class ReaderGen(SourceGen):
         elif k == "boolean":
             lines.append(f"{ind}{var} = b[p] != 0; p += 1")
         elif k in ("int", "long"):
-            lines.append(f"{ind}x = b[p]; p += 1")
-            lines.append(f"{ind}if x < 128: {var} = (x >> 1) ^ -(x & 1)")
-            lines.append(f"{ind}else: {var}, p = _long_rest(b, p, x)")
+            self.inline_long(var, ind, lines)
         elif k == "float":
             lines.append(f"{ind}{var} = _unpack_f(b, p)[0]; p += 4")
         elif k == "double":
             lines.append(f"{ind}{var} = _unpack_d(b, p)[0]; p += 8")
         elif k in ("string", "bytes"):
-            lines.append(f"{ind}x = b[p]; p += 1")
-            lines.append(f"{ind}if x < 128: x = (x >> 1) ^ -(x & 1)")
-            lines.append(f"{ind}else: x, p = _long_rest(b, p, x)")
+            self.inline_long("x", ind, lines)
             lines.append(f"{ind}if x < 0 or p + x > len(b): raise ValueError('bad length')")
             expr = "b[p:p + x].decode()" if k == "string" else "b[p:p + x]"
             lines.append(f"{ind}{var} = {expr}; p += x")

@@ -188,11 +188,12 @@ def test_ztf_stargal_cutouts_route_to_the_alert_model_and_score(tmp_path, data_d
 
 
 def test_registry_serves_every_cnn_family_with_one_class():
+    from models.cnn import KerasCNN
     from models.registry import SERVING, serving_kind
 
     infos = Registry().list()
     cnn = {i.family for i in infos if serving_kind(i) == "keras"}
-    assert cnn == {"radio", "deepmerge", "morphology", "spin"} and SERVING["keras"][1] == "models.cnn:KerasCNN"
+    assert cnn == {"radio", "deepmerge", "morphology", "spin"} and SERVING["keras"][1] is KerasCNN
     assert serving_kind(Registry().resolve("stargal")) == "gp"
     assert Registry().resolve("stargal").family == "stargal"
     spec = InputSpec.from_dict(RADIO_SPEC.as_dict())

@@ -94,9 +94,8 @@ def test_changing_catalogue_fields_never_changes_a_prediction(alert_files, tmp_p
 def test_alert_evaluation_scores_against_ps1(alert_files):
     info = Registry().resolve("stargal")
     results, dead, messages = classify_alert_files(info, alert_files)
-    report = score_alerts(results, messages, info.name, Thresholds())
-    rows = report.pop("_rows")
-    true, pred, probs, ood = report.pop("_arrays")
+    scored = score_alerts(results, messages, info.name, Thresholds())
+    report, rows, true, pred, ood = scored.report, scored.rows, scored.true, scored.pred, scored.ood
     assert report["n"] == len(rows) == len(true) > 10
     assert report["n_star"] + report["n_galaxy"] == report["n"]
     # recall and balanced accuracy recomputed by hand from the same rows
@@ -108,7 +107,7 @@ def test_alert_evaluation_scores_against_ps1(alert_files):
     assert sum(v["n"] for v in report["by_band"].values()) == report["n"]
     assert sum(v["n"] for v in report["by_magpsf"].values()) == report["n"]
     # every scored alert had a confident reference: PS1 within 1" and a confident score
-    assert all(ref.distpsnr1 < 1.0 and (ref.sgscore1 > 0.9 or ref.sgscore1 < 0.1) for ref, _ in rows)
+    assert all(ref.distpsnr1 < 1.0 and (ref.sgscore1 > 0.9 or ref.sgscore1 < 0.1) for ref, _, _ in rows)
 
 
 def test_cli_evaluate_alerts_prints_json_and_pictures(alert_files, tmp_path):

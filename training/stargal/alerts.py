@@ -13,6 +13,7 @@ diagram and a gallery of the worst disagreements with their three stamps (`alert
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -21,13 +22,13 @@ import numpy as np
 from models.base import ModelInfo
 from schemas.errors import StampflowError
 from schemas.packet import DeadLetter, RawMessage
-from training.calibration import ECE_BINS, expected_calibration_error, reliability_bins
+from stream.decode.mappers import ZTF_BANDS
+from training.calibration import ECE_BINS, ece_from_bins, expected_calibration_error, reliability_bins
 from training.evaluation import wilson_interval
 from training.family import say
 from training.stargal.reference import GALAXY, STAR, Reference, Thresholds, record_of, reference_of
 
 CLASSES = (STAR, GALAXY)
-FID_BANDS = {1: "g", 2: "r", 3: "i"}
 #: Difference-image PSF magnitude bins: bright stars (saturating) sit below ~15, the faint end near 20.5.
 MAG_EDGES = (-np.inf, 15.0, 17.0, 18.5, 19.5, np.inf)
 
@@ -99,46 +100,59 @@ def classify_alert_files(info: ModelInfo, paths: Sequence[Path], batch_size: int
     return sink.results, sink.dead_letters, messages
 
 
-def score_alerts(results, messages: Sequence[RawMessage], model_name: str, t: Thresholds) -> dict[str, Any]:
+@dataclass
+class ScoredAlerts:
+    """The scored alerts: one row per candid (reference, prediction, the message it came from), the arrays
+    behind the numbers, and the JSON report."""
+
+    rows: list[tuple[Reference, Any, RawMessage]]
+    true: np.ndarray
+    pred: np.ndarray
+    probs: np.ndarray
+    ood: np.ndarray
+    report: dict[str, Any]
+
+
+def score_alerts(results, messages: Sequence[RawMessage], model_name: str, t: Thresholds) -> ScoredAlerts:
     """Join each result with its packet's confident PS1 reference (first result per candid) and score it."""
-    refs: dict[int, Reference] = {}
+    refs: dict[int, tuple[Reference, RawMessage]] = {}
     for msg in messages:
         rec = record_of(msg)
         ref = reference_of(rec, t) if rec is not None else None
         if ref is not None:
-            refs.setdefault(ref.candid, ref)
+            refs.setdefault(ref.candid, (ref, msg))
     rows = []
     seen: set[int] = set()
     for r in results:
-        ref = refs.get(r.candid)
+        ref, msg = refs.get(r.candid, (None, None))
         if ref is None or ref.label is None or r.candid in seen:
             continue
         pred = next((p for p in r.predictions if p.model == model_name), None)
         if pred is None:
             continue
         seen.add(r.candid)
-        rows.append((ref, pred))
+        rows.append((ref, pred, msg))
     if not rows:
         raise StampflowError("no alert with a confident PS1 reference was classified by the model "
                              f"(distpsnr1 < {t.max_distance}\", sgscore1 > {t.star_min} or < {t.galaxy_max})")
-    true = np.array([CLASSES.index(ref.label) for ref, _ in rows])
-    pred = np.array([CLASSES.index(p.label) for _, p in rows])
-    probs = np.array([[p.probabilities.get(c, 0.0) for c in CLASSES] for _, p in rows])
-    ood = np.array([p.out_of_distribution for _, p in rows], dtype=bool)
+    true = np.array([CLASSES.index(ref.label) for ref, _, _ in rows])
+    pred = np.array([CLASSES.index(p.label) for _, p, _ in rows])
+    probs = np.array([[p.probabilities.get(c, 0.0) for c in CLASSES] for _, p, _ in rows])
+    ood = np.array([p.out_of_distribution for _, p, _ in rows], dtype=bool)
+    bins = reliability_bins(probs, true, ECE_BINS)
     report: dict[str, Any] = {**recall_scores(true, pred)}
     report["abstention_rate"] = float(ood.mean())
     report["n_abstained"] = int(ood.sum())
     report["answered"] = recall_scores(true[~ood], pred[~ood])
-    report["ece"] = expected_calibration_error(probs, true, ECE_BINS)
+    report["ece"] = ece_from_bins(bins)
     report["ece_bins"] = ECE_BINS
-    report["reliability"] = reliability_bins(probs, true, ECE_BINS)
-    report["by_band"] = _breakdown([FID_BANDS.get(ref.fid, str(ref.fid)) for ref, _ in rows], true, pred, ood)
-    report["by_magpsf"] = _breakdown([_mag_bin(ref.magpsf) for ref, _ in rows], true, pred, ood)
+    report["reliability"] = bins
+    refs_only = [ref for ref, _, _ in rows]
+    report["by_band"] = _breakdown([ZTF_BANDS.get(ref.fid, str(ref.fid)) for ref in refs_only], true, pred, ood)
+    report["by_magpsf"] = _breakdown([_mag_bin(ref.magpsf) for ref in refs_only], true, pred, ood)
     report["by_isdiffpos"] = _breakdown([{"1": "t", "0": "f"}.get(str(ref.isdiffpos), str(ref.isdiffpos))
-                                         for ref, _ in rows], true, pred, ood)
-    report["_rows"] = rows  # for the pictures; removed before printing
-    report["_arrays"] = (true, pred, probs, ood)
-    return report
+                                         for ref in refs_only], true, pred, ood)
+    return ScoredAlerts(rows=rows, true=true, pred=pred, probs=probs, ood=ood, report=report)
 
 
 def training_candids(artifact: Path) -> set[int]:
@@ -157,14 +171,13 @@ def evaluate_alerts(info: ModelInfo, paths: Sequence[Path], options: Any) -> dic
     t0 = time.perf_counter()
     results, dead, messages = classify_alert_files(info, paths, options.batch_size)
     seconds = time.perf_counter() - t0
-    report = score_alerts(results, messages, info.name, t)
-    rows = report.pop("_rows")
-    true, pred, probs, ood = report.pop("_arrays")
+    scored = score_alerts(results, messages, info.name, t)
+    report, true, pred, probs, ood = scored.report, scored.true, scored.pred, scored.probs, scored.ood
     # A GP remembers its training points: alerts the model was trained on are scored apart, and "unseen" is
     # the honest number (2.0.0 trained on the shared alerts; their out-of-sample score is the grouped CV in
     # metadata.json -> metrics.alerts_cv).
     trained = training_candids(info.path)
-    seen = np.array([ref.candid in trained for ref, _ in rows], dtype=bool)
+    seen = np.array([ref.candid in trained for ref, _, _ in scored.rows], dtype=bool)
     report["n_in_training_set"] = int(seen.sum())
     if seen.any():
         unseen = ~seen
@@ -178,8 +191,7 @@ def evaluate_alerts(info: ModelInfo, paths: Sequence[Path], options: Any) -> dic
     pictures = {}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        pictures = write_alert_pictures(rows, messages, true, probs, report, out_dir, f"{info.name}@{info.version}",
-                                        gallery=options.gallery)
+        pictures = write_alert_pictures(scored, out_dir, f"{info.name}@{info.version}", gallery=options.gallery)
         say(f"evaluate: pictures in {out_dir}")
     return {"model": f"{info.name}@{info.version}", "artifact": str(info.path),
             "trained_on": info.metadata.get("trained_on"),
