@@ -6,6 +6,17 @@ KAFKA_RUN ?= .kafka-run
 STAMPFLOW_DATA ?= $(abspath ../shared/data)
 DEMO_INPUT ?= tests/fixtures/alerts
 DEMO_OUT ?= demo-results.jsonl
+DEMO_DEAD ?= demo-dead-letters
+# Mock-trained families: a few committed packets of their format (tests/fixtures/packets, made by their mock writers).
+DEMO_PACKETS ?= tests/fixtures/packets/deepmerge-mock.avro tests/fixtures/packets/candels-mock.avro \
+	tests/fixtures/packets/sdss-spin-mock.avro
+# Real FIRST images (MiraBest FITS: 3 FRI, 3 FRII) from the shared data, turned into packets at demo time: FIRST's
+# non-commercial terms keep them out of the repository.
+DEMO_FIRST_FITS ?= $(wordlist 1,3,$(sort $(wildcard $(STAMPFLOW_DATA)/radio/mirabest/fits_subset/100_*.fits))) \
+	$(wordlist 1,3,$(sort $(wildcard $(STAMPFLOW_DATA)/radio/mirabest/fits_subset/200_*.fits)))
+DEMO_FIRST := $(if $(strip $(DEMO_FIRST_FITS)),demo-results.first-packets.avro)
+comma := ,
+DEMO_MODELS ?= stargal,$(if $(DEMO_FIRST),radio-first$(comma))deepmerge,morphology-candels,spin
 PYTEST_ARGS ?=
 export STAMPFLOW_DATA
 
@@ -26,13 +37,24 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
-## make demo: classify the bundled real ZTF alerts with the bundled star/galaxy model; no broker needed.
+## make demo: every family on real input where the project has it, no broker: real ZTF alerts through star/galaxy,
+## real FIRST images through radio-first, and the mock-trained families on a few packets of their format. Prints one
+## table per model, then how to open the viewer on what it wrote.
 demo: install
-	$(BIN)/stampflow classify $(DEMO_INPUT) --out $(DEMO_OUT) --dead-letters demo-dead-letters --show 20
+ifeq ($(DEMO_FIRST),)
+	@echo "make demo: no FIRST images under $(STAMPFLOW_DATA)/radio/mirabest/fits_subset; radio-first is left out"
+else
+	@$(BIN)/stampflow replay $(DEMO_FIRST_FITS) --format radio-fits --out $(DEMO_FIRST) --quiet >/dev/null
+endif
+	@$(BIN)/stampflow classify $(DEMO_INPUT) $(DEMO_FIRST) $(DEMO_PACKETS) --models $(DEMO_MODELS) --out $(DEMO_OUT) \
+		--dead-letters $(DEMO_DEAD) --show 0 --quiet > demo-results.summary.json
+	@$(BIN)/stampflow view $(DEMO_OUT) --inputs $(DEMO_INPUT) $(DEMO_FIRST) $(DEMO_PACKETS) --dead-letters $(DEMO_DEAD) \
+		--table
 
 ## make test: the whole suite, unit and integration, against a real Kafka broker started and stopped here.
 test: dev prometheus-tools
 	bash deploy/tools/install-validators.sh
+	bash deploy/tools/install-chromium.sh
 	@bash -c 'bash deploy/kafka/kafka.sh start $(KAFKA_RUN) >/dev/null || exit 1; \
 	trap "bash deploy/kafka/kafka.sh stop $(KAFKA_RUN) >/dev/null" EXIT; \
 	TEST_KAFKA_BOOTSTRAP=$$(cat $(KAFKA_RUN)/bootstrap) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -40,6 +62,7 @@ test: dev prometheus-tools
 
 test-unit: dev prometheus-tools
 	bash deploy/tools/install-validators.sh
+	bash deploy/tools/install-chromium.sh
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 ## Prometheus and promtool from Debian (the rule tests and the real-Prometheus integration test use them).
@@ -63,4 +86,4 @@ bench-decode: dev
 	$(BIN)/python bench/decode_throughput.py
 
 clean:
-	rm -rf $(VENV) $(KAFKA_RUN) .pytest_cache demo-results.jsonl demo-dead-letters
+	rm -rf $(VENV) $(KAFKA_RUN) .pytest_cache demo-results.jsonl demo-dead-letters demo-results.first-packets.avro demo-results.summary.json

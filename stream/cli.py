@@ -259,6 +259,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return run_report(args)
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from stream.view.app import run
+
+    settings = _settings(args)
+    _setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    return run(args, settings)
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
     print(json.dumps({"config_hash": settings.config_hash(), "settings": settings.masked()}, indent=2))
@@ -366,6 +374,25 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--job", default="stampflow", help="Prometheus job label of the workers")
     rp.add_argument("--out", default="report", help="directory for the PNGs and a summary JSON")
     rp.set_defaults(func=cmd_report)
+
+    from stream.view import DEFAULT_PORT  # a constant: the package's __init__ imports nothing
+
+    v = sub.add_parser("view", help="a local web page of the stamps next to every model's labels (results file + "
+                                    "its inputs, or Kafka topics)")
+    v.add_argument("results", nargs="?", help="results file (.jsonl or .avro) written by classify")
+    v.add_argument("--inputs", nargs="+", metavar="PATH", help="the alert files, directories or archives the "
+                                                                "results were made from (their stamps are shown)")
+    v.add_argument("--dead-letters", help="the dead-letter directory classify wrote (dead letters tab)")
+    v.add_argument("--kafka", action="store_true", help="read a result topic and its input topic instead of files")
+    v.add_argument("--results-topic", help="with --kafka: result topic (default: config kafka.result_topic)")
+    v.add_argument("--input-topic", action="append", help="with --kafka: input topic, repeatable (default: config "
+                                                          "kafka.input_topics)")
+    v.add_argument("--dead-letter-topic", help="with --kafka: default config kafka.dead_letter_topic")
+    v.add_argument("--no-dead-letters", action="store_true", help="with --kafka: do not read a dead-letter topic")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
+    v.add_argument("--table", action="store_true", help="print one table per model and how to serve it; no server")
+    v.set_defaults(func=cmd_view)
 
     cf = sub.add_parser("config", help="configuration")
     csub = cf.add_subparsers(dest="config_command", required=True)
