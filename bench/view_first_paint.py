@@ -32,26 +32,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.viewer_harness import CHROMIUM, CHROMIUM_ARGS, start_view, wait_until  # noqa: E402
 ALERTS = REPO / "tests" / "fixtures" / "alerts"
 CANDELS = REPO / "tests" / "fixtures" / "packets" / "candels-mock.avro"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 
-def wait_until(page, predicate: str, timeout_ms: int = 60_000) -> None:
-    """Poll a JavaScript expression until it is true. Not ``page.wait_for_function``: Playwright evaluates that
-    predicate with ``eval``, which the viewer's Content-Security-Policy (rightly) refuses."""
-    ok = page.evaluate(f"""async () => {{
-        const end = performance.now() + {timeout_ms};
-        while (performance.now() < end) {{
-            if ({predicate}) return true;
-            await new Promise(r => setTimeout(r, 20));
-        }}
-        return false;
-    }}""")
-    if not ok:
-        raise TimeoutError(f"not true within {timeout_ms} ms: {predicate}")
 
 def make_results(out: Path, n: int, seed: int = 0) -> Path:
     base = out / "base.jsonl"
@@ -76,12 +64,8 @@ def make_results(out: Path, n: int, seed: int = 0) -> Path:
 
 def start_viewer(results: Path) -> tuple[subprocess.Popen, str, float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "view", str(results), "--inputs", str(ALERTS),
-                             str(CANDELS), "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=REPO)
-    for line in proc.stdout:
-        if "serving on " in line:
-            return proc, line.split("serving on ", 1)[1].split()[0], time.perf_counter() - t0
-    raise SystemExit("stampflow view did not start")
+    proc, url = start_view([str(results), "--inputs", str(ALERTS), str(CANDELS)])
+    return proc, url, time.perf_counter() - t0
 
 
 def rows_replaced(page, action) -> float:
@@ -98,7 +82,7 @@ def measure(url: str) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="stampflow-bench-chromium-") as profile, sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
+        ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                                     headless=True, viewport={"width": 1400, "height": 1000})
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
         page.goto(url)

@@ -6,9 +6,6 @@ import hashlib
 import io
 import json
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
@@ -16,6 +13,7 @@ from PIL import Image
 
 from tests.integration.conftest import REPO, read_topic, worker_env
 from tests.integration.test_serve_kafka import replay
+from tests.viewer_harness import start_view
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +36,8 @@ def test_view_reads_result_input_and_dead_letter_topics(kafka_bootstrap, topics,
     assert worker.wait(90) == 0
 
     env = worker_env(kafka_bootstrap, topics, tmp_path)  # the worker's own settings name the three topics
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "view", "--kafka", "--port", "0"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, url = start_view(["--kafka"], env=env)
     try:
-        url = None
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if "serving on " in line:
-                url = line.split("serving on ", 1)[1].split()[0].rstrip("/")
-        assert url, proc.stderr.read()[-3000:]
         meta = json.loads(get(url + "/api/meta"))
         assert (meta["results"], meta["dead_letters"], meta["unmatched"]) == (3, 1, 0)
         rows = json.loads(get(url + "/api/rows"))["rows"]

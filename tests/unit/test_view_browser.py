@@ -24,22 +24,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from schemas.cutout_packet import Cutout, write_cutout_file
+from tests.viewer_harness import CHROMIUM, CHROMIUM_ARGS, start_view, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 ALERTS = FIXTURES / "alerts"
 PACKETS = [FIXTURES / "packets" / n for n in ("deepmerge-mock.avro", "candels-mock.avro", "sdss-spin-mock.avro")]
 MODELS = "stargal,radio-first,deepmerge,morphology-candels,spin"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / ".cache" / "test-artifacts"
 HTML_ID = '<img src=x onerror="window.__injected=1">'
 
@@ -48,19 +45,6 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium
 
 
 
-def wait_until(page, predicate: str, timeout_ms: int = 60_000) -> None:
-    """Poll a JavaScript expression until it is true. Not ``page.wait_for_function``: Playwright evaluates that
-    predicate with ``eval``, which the viewer's Content-Security-Policy (rightly) refuses."""
-    ok = page.evaluate(f"""async () => {{
-        const end = performance.now() + {timeout_ms};
-        while (performance.now() < end) {{
-            if ({predicate}) return true;
-            await new Promise(r => setTimeout(r, 20));
-        }}
-        return false;
-    }}""")
-    if not ok:
-        raise TimeoutError(f"not true within {timeout_ms} ms: {predicate}")
 
 def cli(*args: str, timeout: float = 240) -> str:
     proc = subprocess.run([sys.executable, "-m", "stream", *args], capture_output=True, text=True, timeout=timeout,
@@ -84,20 +68,10 @@ def demo(tmp_path_factory, data_dir):
     cli("classify", *inputs, "--models", MODELS, "--out", str(results), "--dead-letters", str(dead), "--show", "0",
         "--quiet")
     n = sum(1 for line in results.read_text().splitlines() if line.strip())
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "view", str(results), "--inputs", *inputs,
-                             "--dead-letters", str(dead), "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
-    url = None
-    deadline = time.monotonic() + 120
-    while url is None and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if "serving on " in line:
-            url = line.split("serving on ", 1)[1].split()[0]
-    if url is None:
-        proc.kill()
-        pytest.fail(f"stampflow view did not start: {proc.stderr.read()[-2000:]}")
+    try:
+        proc, url = start_view([str(results), "--inputs", *inputs, "--dead-letters", str(dead)])
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield {"url": url, "results": n}
     proc.terminate()
     proc.wait(10)
