@@ -124,6 +124,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
     paths = [Path(p) for p in args.paths]
     rate = None if args.max_speed else args.rate
+    from stream.replay import VisitCadence
+
+    visit = VisitCadence.of(args.visit_size, args.visit_interval, rate)
+    if visit is not None and args.out:
+        raise StampflowError("--visit-size/--visit-interval pace a replay into Kafka (--topic), not --out")
     if args.format is None:
         if args.out:
             raise StampflowError("--out writes archival cutout packets; it needs --format (alert files are "
@@ -132,17 +137,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise StampflowError("replay needs --topic")
         from stream.replay import replay
 
-        stats = replay(settings, paths, args.topic, rate=rate, repeat=args.repeat, progress=not args.quiet)
+        stats = replay(settings, paths, args.topic, rate=rate, repeat=args.repeat, progress=not args.quiet,
+                       visit=visit)
         print(json.dumps(stats))
         return 0
     if bool(args.topic) == bool(args.out):
         raise StampflowError("replay --format needs exactly one of --topic (Kafka) or --out (an .avro file)")
-    stats = replay_archive(settings, args, paths, rate)
+    stats = replay_archive(settings, args, paths, rate, visit)
     print(json.dumps(stats))
     return 0
 
 
-def replay_archive(settings, args: argparse.Namespace, paths: list[Path], rate: float | None) -> dict[str, Any]:
+def replay_archive(settings, args: argparse.Namespace, paths: list[Path], rate: float | None,
+                   visit=None) -> dict[str, Any]:
     """Archival cutout sets -> cutout packets on a topic or in a file (each family declares its formats)."""
     from tqdm import tqdm
 
@@ -175,7 +182,7 @@ def replay_archive(settings, args: argparse.Namespace, paths: list[Path], rate: 
     from stream.replay import replay_messages
 
     stats = replay_messages(settings, ((c.id.encode(), encode_cutout(c), f"{args.format}:{c.id}") for c in cutouts()),
-                            args.topic, total=None, rate=rate, progress=not args.quiet)
+                            args.topic, total=None, rate=rate, progress=not args.quiet, visit=visit)
     return {"format": args.format, **stats, "with_truth": counts["with_truth"]}
 
 
@@ -319,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=float, default=None, help="messages per second")
     g.add_argument("--max-speed", action="store_true", help="as fast as the broker takes them (default)")
     r.add_argument("--repeat", type=int, default=1, help="replay the inputs this many times (load tests)")
+    r.add_argument("--visit-size", type=int, metavar="N",
+                   help="visit cadence, with --visit-interval: N messages as one burst (Rubin: 10,000, peak 40,000)")
+    r.add_argument("--visit-interval", type=float, metavar="S",
+                   help="visit cadence: seconds from one burst's start to the next (Rubin: about 34)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_replay)
 

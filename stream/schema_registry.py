@@ -11,11 +11,18 @@ which is what the settings build (``SchemaResolver(schema_dir=..., registry_url=
   ``GET {url}/schemas/ids/{id}`` -> ``{"schema": "..."}`` with urllib from the standard library, a timeout, and
   a per-id cache (schemas behind an id are immutable, so the cache never expires).
 
-`make_resolver` builds either from a string: ``http://`` / ``https://`` -> registry, anything else -> directory.
+* `RubinPackageResolver`: Rubin's own schemas from the pinned ``lsst-alert-packet`` package (`schemas.rubin`),
+  under Rubin's ids (``major * 100 + minor``: 7.1 is 701). It answers when no registry is configured, so a
+  Rubin stream decodes with no registry at all; with a registry, the registry is the authority (an outage must
+  stay an outage, not silently turn into "whatever this package version says").
+
+`make_resolver` builds one from a string: ``http://`` / ``https://`` -> registry, anything else -> directory,
+None -> the Rubin package.
 
 Errors, split by whose fault they are:
 
-* the *packet's*: an id the registry does not know (HTTP 404), no ``<id>.avsc`` in the schema directory, a schema
+* the *packet's*: an id the registry does not know (HTTP 404), no ``<id>.avsc`` in the schema directory, an id
+  that is no Rubin schema the package ships (when it is the resolver), a schema
   that is not valid JSON (or not an Avro schema) -> `SchemaResolutionError`, a `DecodeError`: the message is
   dead-lettered with a clear reason and the stream goes on;
 * the *registry's*: connection refused, DNS failure, timeout, a dropped connection, HTTP 5xx (and any other
@@ -39,7 +46,7 @@ from typing import Protocol, runtime_checkable
 from schemas.errors import DecodeError, StampflowError, TransientError
 
 __all__ = ["SchemaResolver", "SchemaProvider", "DirectorySchemaResolver", "RegistrySchemaResolver",
-           "SchemaResolutionError", "make_resolver"]
+           "RubinPackageResolver", "SchemaResolutionError", "make_resolver"]
 
 
 class SchemaResolutionError(DecodeError):
@@ -56,17 +63,25 @@ class SchemaProvider(Protocol):
 
 class SchemaResolver:
     """The configured resolver: a local schema directory, a registry URL, or both (directory first, so local
-    files can pin or override ids; the registry answers the rest)."""
+    files can pin or override ids; the registry answers the rest). Without a registry, Rubin's schemas from the
+    ``lsst-alert-packet`` package answer the ids the directory does not have (``rubin_package=False`` turns that
+    off; it cannot be combined with a registry, which is the authority for its ids)."""
 
     def __init__(self, schema_dir: str | Path | None = None, registry_url: str | None = None, *,
-                 timeout: float = 5.0, auth: tuple[str, str] | None = None):
+                 timeout: float = 5.0, auth: tuple[str, str] | None = None, rubin_package: bool | None = None):
         self.providers: list[SchemaProvider] = []
         if schema_dir is not None:
             self.providers.append(DirectorySchemaResolver(schema_dir))
         if registry_url is not None:
+            if rubin_package:
+                raise StampflowError("the Rubin package schemas are the fallback when no schema registry is "
+                                     "configured; a registry answers for its own ids")
             self.providers.append(RegistrySchemaResolver(registry_url, timeout=timeout, auth=auth))
+        elif rubin_package is not False:
+            self.providers.append(RubinPackageResolver())
         if not self.providers:
-            raise StampflowError("a schema resolver needs a schema directory or a schema registry URL")
+            raise StampflowError("a schema resolver needs a schema directory, a schema registry URL or the Rubin "
+                                 "package schemas")
 
     def get(self, schema_id: int) -> str:
         """The first provider that has the id wins; `TransientError` from one (registry down) propagates."""
@@ -108,6 +123,32 @@ class DirectorySchemaResolver:
 
     def __repr__(self) -> str:
         return f"DirectorySchemaResolver({str(self.directory)!r})"
+
+
+class RubinPackageResolver:
+    """Rubin's alert schemas from the pinned ``lsst-alert-packet`` package, by Rubin's ids (7.1 -> 701).
+
+    The package is only read when an id is asked for, so a worker that never sees Confluent framing pays nothing.
+    An id the package does not ship is the packet's problem (`SchemaResolutionError`: dead letter), named with
+    the ids it does ship.
+    """
+
+    def get(self, schema_id: int) -> str:
+        from schemas.rubin import rubin_package_version, rubin_schema_by_id, rubin_schema_versions
+        try:
+            text = rubin_schema_by_id(schema_id)
+        except ImportError as exc:  # the package is a dependency; a broken install is an environment error
+            raise StampflowError(f"cannot load Rubin alert schemas: {exc}") from None
+        if text is None:
+            shipped = ", ".join(str(major * 100 + minor) for major, minor in rubin_schema_versions())
+            raise SchemaResolutionError(
+                f"schema id {schema_id} is not a Rubin alert schema id: lsst-alert-packet "
+                f"{rubin_package_version()} ships ids {shipped} (major*100+minor), and no schema registry is "
+                f"configured")
+        return text
+
+    def __repr__(self) -> str:
+        return "RubinPackageResolver()"
 
 
 class RegistrySchemaResolver:
@@ -201,9 +242,12 @@ def _unwrap(text: str, where: str) -> str:
     return text
 
 
-def make_resolver(spec: "str | Path | SchemaProvider | None") -> SchemaProvider | None:
-    """``http(s)://...`` -> `RegistrySchemaResolver`; a path -> `DirectorySchemaResolver`; a resolver as is."""
-    if spec is None or isinstance(spec, SchemaProvider):
+def make_resolver(spec: "str | Path | SchemaProvider | None") -> SchemaProvider:
+    """``http(s)://...`` -> `RegistrySchemaResolver`; a path -> `DirectorySchemaResolver`; a resolver as is;
+    None -> `RubinPackageResolver` (no registry configured: Rubin's ids resolve from the package)."""
+    if spec is None:
+        return RubinPackageResolver()
+    if isinstance(spec, SchemaProvider):
         return spec
     text = str(spec)
     if text.startswith(("http://", "https://")):

@@ -42,10 +42,10 @@ class Decoder:
     """Turns a `RawMessage` into a `Packet`.
 
     ``resolver``: where Confluent-wire writer schemas come from: a `SchemaResolver` (or anything with
-    ``get(schema_id) -> str``), a directory of ``<id>.avsc`` files, or a schema-registry URL; only needed for
-    Confluent framing. ``framing``: applied to messages whose own framing is AUTO (a source that knows its
-    framing sets it on the message, and that wins). ``engine``: "auto" (generated reader, fastavro fallback),
-    "codegen" or "fastavro".
+    ``get(schema_id) -> str``), a directory of ``<id>.avsc`` files, or a schema-registry URL; None: Rubin's
+    schemas from the ``lsst-alert-packet`` package, by Rubin's ids (7.1 -> 701). ``framing``: applied to
+    messages whose own framing is AUTO (a source that knows its framing sets it on the message, and that wins).
+    ``engine``: "auto" (generated reader, fastavro fallback), "codegen" or "fastavro".
     """
 
     def __init__(self, resolver: "SchemaProvider | str | Path | None" = None, *, framing: Framing = Framing.AUTO,
@@ -162,9 +162,6 @@ class Decoder:
         schema_id = int.from_bytes(value[1:5], "big")
         entry = self._by_id.get(schema_id)
         if entry is None:
-            if self.resolver is None:
-                raise DecodeError(f"Confluent-wire message with schema id {schema_id} but no schema registry "
-                                  f"or schema directory configured")
             text = self.resolver.get(schema_id)
             entry = self._cache.get(text.encode("utf-8"))
             self._by_id[schema_id] = entry

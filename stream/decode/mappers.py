@@ -139,10 +139,15 @@ def _map_lsst(rec: dict[str, Any], msg: RawMessage, version: str | None) -> Pack
     band = src.get("band") or src.get("filterName")
     extra = {k: src[k] for k in ("psfFlux", "psfFluxErr", "snr", "reliability") if src.get(k) is not None}
     schema_version = rec.get("lsst_schema_version") or version or "unknown"
+    stamps = _stamps(rec, None)
+    if not stamps:
+        # Every Rubin schema makes the cutouts optional (null), and the package's sample alerts carry none: say
+        # so on the result, so "no stamp" is never mistaken for "not classified by choice".
+        flags.append("no_stamps")
     return Packet(candid=int(candid), object_id=object_id, survey="LSST",
                   alert_time=mjd_tai_to_unix(mjd) if mjd is not None else None,
                   ra=src.get("ra"), dec=dec, band=band, schema_version=str(schema_version),
-                  stamps=_stamps(rec, None), origin=msg.origin, ingest_time=msg.ingest_time, raw=msg.value,
+                  stamps=stamps, origin=msg.origin, ingest_time=msg.ingest_time, raw=msg.value,
                   flags=flags, extra=extra)
 
 
