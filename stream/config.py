@@ -27,6 +27,8 @@ _yaml_file: Optional[Path] = None
 SECRET_KEY = re.compile(r"(password|secret|user\.info|token|credential|sasl\.jaas|\.pem$|oauthbearer\.config)",
                         re.IGNORECASE)
 MASK = "********"
+# Consumer prefetch bound (librdkafka queued.max.messages.kbytes), see consumer_config.
+PREFETCH_KBYTES = 16384
 
 
 class _Section(BaseModel):
@@ -62,6 +64,12 @@ class KafkaSettings(_Section):
     producer: dict[str, LibrdkafkaValue] = Field(default_factory=dict,
                                                  description="Extra librdkafka producer settings, passed through.")
 
+    def __repr_args__(self):
+        # repr()/str() of the settings (a debugger, a log line, a traceback's locals) never shows a secret: the
+        # librdkafka maps are masked by key, as in `config show`.
+        for name, value in super().__repr_args__():
+            yield name, _mask(value) if name in ("common", "consumer", "producer") else value
+
 
 class BatchSettings(_Section):
     max_size: int = Field(256, ge=1, le=65536, description="A batch closes when it holds this many messages ...")
@@ -91,9 +99,13 @@ class SchemaSettings(_Section):
     framing: Literal["auto", "ztf", "confluent"] = Field(
         "auto", description="Message framing: ZTF (Avro container per message), Confluent wire (magic byte + "
                             "schema id, Rubin), or auto-detect per message.")
-    registry_url: Optional[str] = Field(None, description="Schema registry URL for Confluent-framed messages.")
-    schema_dir: Optional[Path] = Field(None, description="Local directory of <schema id>.avsc files, used instead "
-                                                         "of (or before) the registry.")
+    registry_url: Optional[str] = Field(None, description="Schema registry URL (Confluent API, e.g. Apicurio's "
+                                                          "http://host:port/apis/ccompat/v7) for Confluent-framed "
+                                                          "messages; without one, Rubin's ids (major*100+minor) "
+                                                          "resolve from lsst-alert-packet.")
+    schema_dir: Optional[Path] = Field(None, description="Local directory of <schema id>.avsc files, used before "
+                                                         "the registry (or, without one, before Rubin's package "
+                                                         "schemas).")
 
 
 class ModelSettings(_Section):
@@ -154,7 +166,11 @@ class Settings(BaseSettings):
             "partition.assignment.strategy": "cooperative-sticky",
             # Alerts are ~60-70 kB: the 1 MB default per-partition fetch starves a batch of 256.
             "max.partition.fetch.bytes": 16 << 20,
-            "fetch.max.bytes": 64 << 20,
+            # The prefetch queue is the worker's only buffer that grows with the input: capped at about one
+            # batch of alerts (16 MB, plus at most one 16 MB fetch in flight), so a slow or stalled sink grows
+            # consumer lag, not memory (librdkafka's default is 64 MB queued plus 64 MB fetches).
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            "fetch.max.bytes": PREFETCH_KBYTES << 10,
         }
         conf.update(k.common)
         conf.update(k.consumer)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -133,9 +134,12 @@ class KafkaSink:
             errors, self._errors = self._errors, []
         if remaining or errors:
             self._failed = True
-            detail = "; ".join(errors[:3]) or f"{remaining} messages still queued"
-            raise PublishError(f"the broker did not acknowledge every result within {self.delivery_timeout_s:g}s "
-                               f"({detail}); offsets were not committed")
+            if not errors:
+                raise PublishError(f"the broker did not acknowledge {remaining} results within "
+                                   f"{self.delivery_timeout_s:g}s; offsets were not committed")
+            # One line: each distinct delivery error once, with how many messages it failed.
+            detail = "; ".join(f"{e} ({n} messages)" if n > 1 else e for e, n in Counter(errors).most_common(3))
+            raise PublishError(f"results were not delivered ({detail}); offsets were not committed")
 
     def commit(self, source: Source, batch: list[Item]) -> None:
         """At-least-once: wait for every acknowledgement, then let the source commit. Exactly-once: the

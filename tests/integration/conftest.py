@@ -44,17 +44,22 @@ def kafka_bootstrap(tmp_path_factory) -> str:
         subprocess.run(["bash", str(script), "stop", str(run_dir)], capture_output=True)
 
 
-@pytest.fixture
-def topics(kafka_bootstrap):
-    """Fresh input/results/dead-letter topic names per test (input has 3 partitions)."""
+def create_topics(bootstrap: str, common: dict | None = None) -> dict:
+    """Fresh input/results/dead-letter topics on ``bootstrap`` (input has 3 partitions); their names."""
     tag = uuid.uuid4().hex[:8]
     names = {"input": f"alerts-{tag}", "results": f"results-{tag}", "dead": f"dead-{tag}"}
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(common or {})})
     futures = admin.create_topics([NewTopic(names["input"], 3, 1), NewTopic(names["results"], 3, 1),
                                    NewTopic(names["dead"], 1, 1)])
     for f in futures.values():
         f.result(30)
     return names
+
+
+@pytest.fixture
+def topics(kafka_bootstrap):
+    """Fresh input/results/dead-letter topic names per test (input has 3 partitions)."""
+    return create_topics(kafka_bootstrap)
 
 
 def free_port() -> int:
@@ -146,11 +151,12 @@ def start_worker(kafka_bootstrap, topics, tmp_path):
 
 
 def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 120,
-               idle: float = 3.0, committed_only: bool = True) -> list:
-    """All messages of a topic from the beginning; waits for ``expect`` messages (or until idle)."""
+               idle: float = 3.0, committed_only: bool = True, common: dict | None = None) -> list:
+    """All messages of a topic from the beginning; waits for ``expect`` messages (or until idle).
+    ``common``: extra client settings (a secured cluster's SASL/TLS)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "isolation.level": "read_committed" if committed_only else "read_uncommitted"})
+                  "isolation.level": "read_committed" if committed_only else "read_uncommitted", **(common or {})})
     c.subscribe([topic])
     out = []
     deadline = time.time() + timeout
@@ -180,8 +186,8 @@ def decode_dead_letters(msgs) -> list[dict]:
     return [decode_schemaless(m.value(), "dead_letter") for m in msgs]
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int = 3) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+def end_offsets(bootstrap: str, topic: str, partitions: int = 3, common: dict | None = None) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", **(common or {})})
     try:
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
     finally:

@@ -122,3 +122,27 @@ def test_worker_and_replay_share_the_one_broker_check():
 
     assert stream.worker.check_broker is stream.broker.check_broker is stream.replay.check_broker
     assert "stream.worker" not in inspect.getsource(stream.replay)
+
+
+def test_secrets_never_show_in_repr_errors_or_the_hash(monkeypatch):
+    secret = "pw-never-shown-4711"
+    monkeypatch.setenv("STAMPFLOW_KAFKA__COMMON", json.dumps({"sasl.username": "u", "sasl.password": secret,
+                                                              "ssl.key.password": secret}))
+    s = load_settings()
+    assert s.consumer_config()["sasl.password"] == secret  # librdkafka still gets it
+    for text in (repr(s), str(s), repr(s.kafka), json.dumps(s.masked())):
+        assert secret not in text and "********" in text
+    # A refused setting next to the secret: the one error line names the field, never the values.
+    monkeypatch.setenv("STAMPFLOW_KAFKA__COMMON", json.dumps({"sasl.password": secret, "bad": {"nested": 1}}))
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert secret not in str(err.value) and "kafka.common" in str(err.value)
+
+
+def test_consumer_prefetch_is_bounded_and_overridable():
+    """A slow sink grows lag, not memory: librdkafka's prefetch queue is capped (16 MB, and 16 MB per fetch)
+    unless kafka.consumer says otherwise."""
+    conf = load_settings().consumer_config()
+    assert conf["queued.max.messages.kbytes"] == 16384 and conf["fetch.max.bytes"] == 16 << 20
+    conf = load_settings(kafka={"consumer": {"queued.max.messages.kbytes": 65536}}).consumer_config()
+    assert conf["queued.max.messages.kbytes"] == 65536

@@ -45,6 +45,21 @@ def test_unacknowledged_results_are_never_committed(fixtures_dir):
     assert PublishError.exit_code == 1
 
 
+def test_a_failed_delivery_is_one_line_naming_each_distinct_error_once(fixtures_dir):
+    """Many results failing the same way (here: the broker never answers) make one short line, not one
+    clause per message."""
+    items = [m for m in FileSource([fixtures_dir / "alerts"]).iter_messages()]
+    sink = KafkaSink({"bootstrap.servers": f"127.0.0.1:{closed_port()}", "enable.idempotence": True, "acks": "all",
+                      "delivery.timeout.ms": 1000, "log_level": 0}, "results", "dead", "test", delivery_timeout_s=5)
+    engine = Engine(RecordingSource(items), sink, [Registry().load("stargal")], Decoder(), Metrics(), max_batch=16,
+                    max_wait_ms=10, max_consecutive_failures=100, code_version="test", config_hash="0" * 16)
+    with pytest.raises(PublishError) as err:
+        engine.run()
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("results were not delivered (results: Local: Message timed out (")
+    assert line.count("results: Local: Message timed out") == 1 and line.endswith("; offsets were not committed")
+
+
 def test_next_offsets_are_one_past_the_highest_per_partition():
     msgs = [RawMessage(b"", Origin(topic="t", partition=p, offset=o)) for p, o in
             [(0, 5), (0, 7), (1, 2), (0, 6), (2, 0)]]

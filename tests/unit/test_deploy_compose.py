@@ -343,3 +343,36 @@ def test_grafana_provisions_the_datasource_and_the_dashboard(services):
         text = json.dumps(dash)
         for uid in re.findall(r'"datasource": \{[^}]*"uid": "([^"]+)"', text):
             assert uid.startswith("$") or uid in {d["uid"] for d in datasources} | {"grafana", "-- Grafana --"}, uid
+
+
+def test_secure_override_connects_with_kafka_common_only_and_keeps_the_password_out_of_files(validator, compose,
+                                                                                           monkeypatch, tmp_path):
+    path = COMPOSE_DIR / "docker-compose.secure.yml"
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {"STAMPFLOW_KAFKA_BOOTSTRAP": "broker.example.org:9093", "STAMPFLOW_KAFKA_PASSWORD": "pw-from-the-shell",
+           "STAMPFLOW_KAFKA_CA_FILE": str(ca)}
+    raw, override, missing = compose_check.load_compose(env, path=path)
+    assert deploy_common.schema_errors(validator, raw) == [] and missing == []
+    # Every secret comes from the shell at `up` time, and a missing one stops compose with a message.
+    assert "pw-from-the-shell" not in path.read_text()
+    for name in env:
+        with pytest.raises(ValueError, match=name):
+            compose_check.load_compose({k: v for k, v in env.items() if k != name}, path=path)
+    merged = compose_check.merge_compose(compose[1], override)
+    assert deploy_common.schema_errors(validator, merged) == []
+    assert merged["secrets"]["kafka-ca"]["file"] == str(ca)
+    for name in ("worker-1", "worker-2", "replay"):
+        svc = merged["services"][name]
+        (secret,) = svc["secrets"]
+        s = _settings_for(svc, monkeypatch)
+        common = s.kafka.common
+        assert s.kafka.bootstrap_servers == "broker.example.org:9093"
+        assert common["security.protocol"] == "SASL_SSL" and common["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert common["sasl.password"] == "pw-from-the-shell" == s.consumer_config()["sasl.password"]
+        assert common["ssl.ca.location"] == f"/run/secrets/{secret['target']}" and secret["source"] == "kafka-ca"
+        assert "pw-from-the-shell" not in json.dumps(s.masked()) + repr(s)
+        # The rest of the worker's settings are the base file's: same group, topics and metrics port.
+        base = _settings_for(compose[1]["services"][name], monkeypatch)
+        assert (s.kafka.group_id, s.kafka.input_topics, s.metrics.port) == (base.kafka.group_id,
+                                                                             base.kafka.input_topics, base.metrics.port)
