@@ -4,12 +4,18 @@ Runs, in one go, on whatever machine it is started on:
   1. decode-only rate (in-process, one core): header + projected Avro, stamps left compressed; and with the
      science stamp decoded (what the star/galaxy model needs);
   2. a naive loop for comparison: fastavro.reader + astropy fits.open per stamp + one model call per alert;
-  3. end-to-end throughput: the shared real ZTF alerts replicated to >= N messages in a topic, then one
-     `stampflow serve` worker drains the backlog; alerts/s = messages / (last ack - first consume);
-  4. end-to-end latency under a paced load (default 40% of the measured throughput): result log-append time
+  3. a peer: a real broker package's ZTF alert loading as its users run it (`bench/peer_ampel.py`: AMPEL's
+     `ampel-ztf` alert supplier, in its own venv under .cache/peer);
+  4. end-to-end throughput: the shared real ZTF alerts replicated to >= N messages in a topic, then ``--workers``
+     `stampflow serve` processes in one consumer group drain the backlog; alerts/s = messages / (last ack - first
+     consume); with the ratios to the naive loop and to the peer;
+  5. end-to-end latency under a paced load (default 40% of the measured throughput): result log-append time
      minus input log-append time, per message, p50/p99;
-  5. the worker's peak RSS (VmHWM) at the end.
-Writes bench/results/pipeline-<utc>.json and appends a row to BENCHMARKS.md.
+  6. the worker's peak RSS (VmHWM) at the end;
+  7. Rubin visits (`bench/visit_bench.py`): a 40,000-alert burst then 10,000 every 34 s, three times; per visit the
+     time from its first message by which 98% and 100% of its alerts have a result. ``--only-visits`` runs it
+     alone, ``--no-visits`` leaves it out.
+Writes bench/results/pipeline-<utc>.json (visits-<utc>.json with --only-visits) and adds rows to BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -20,13 +26,10 @@ import io
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -40,6 +43,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 # the decode columns come from the decode benchmark, so both scripts measure them the same way
 from bench.decode_throughput import bench_decode, load_alert_bytes  # noqa: E402
+from bench.pipeline_workers import Workers  # noqa: E402
+from bench.visit_bench import add_arguments as add_visit_arguments, run_visits  # noqa: E402
 
 
 def bench_naive(msgs: list[bytes], count: int = 1500, model: str = "stargal") -> dict:
@@ -107,62 +112,13 @@ def produce(bootstrap: str, topic: str, msgs: list[bytes], total: int, rate: flo
     assert p.flush(120) == 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
-
-
 def run_worker(bootstrap: str, topic: str, results: str, expect: int, batch: int, timeout: float,
-               model: str = "stargal") -> dict:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPFLOW_") or k == "STAMPFLOW_DATA"}
-    env.update({"STAMPFLOW_MODELS__NAMES": json.dumps([model]), "STAMPFLOW_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STAMPFLOW_KAFKA__GROUP_ID": f"bench-{topic}",
-                "STAMPFLOW_KAFKA__INPUT_TOPICS": json.dumps([topic]), "STAMPFLOW_KAFKA__RESULT_TOPIC": results,
-                "STAMPFLOW_KAFKA__DEAD_LETTER_TOPIC": f"{results}-dead", "STAMPFLOW_METRICS__PORT": str(port),
-                "STAMPFLOW_BATCH__MAX_SIZE": str(batch), "STAMPFLOW_LOG_LEVEL": "WARNING"})
-    log = open(Path(tempfile.gettempdir()) / f"bench-worker-{topic}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "serve"], env=env, cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                metric(port, "stampflow_messages_consumed_total")
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("worker did not start")
-                time.sleep(0.2)
-        first = None
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            consumed = metric(port, "stampflow_messages_consumed_total")
-            if first is None and consumed > 0:
-                first = time.monotonic()
-            done = metric(port, "stampflow_results_published_total") + metric(port, "stampflow_dead_letters_total")
-            if done >= expect:
-                break
-            time.sleep(0.05)
-        end = time.monotonic()
-        rss = 0
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                rss = int(line.split()[1]) * 1024
-        return {"seconds": end - (first or end), "done": done, "peak_rss_bytes": rss}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+               model: str = "stargal", workers: int = 1, extra_env: dict | None = None) -> dict:
+    """``workers`` `stampflow serve` processes in one consumer group drain ``expect`` messages."""
+    with Workers(bootstrap, topic, results, group=f"bench-{topic}", n=workers, batch=batch, model=model,
+                 extra_env=extra_env) as w:
+        w.wait_up()
+        return w.drain(expect, timeout)
 
 
 def latencies(bootstrap: str, input_topic: str, result_topic: str) -> np.ndarray:
@@ -198,86 +154,107 @@ def main() -> None:
     ap.add_argument("--model", default="stargal", help="model the worker serves (name or name@version)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes in one consumer group for the end-to-end drain (one per core: 2)")
     ap.add_argument("--latency-messages", type=int, default=5_000)
     ap.add_argument("--bootstrap", default=os.environ.get("BENCH_KAFKA_BOOTSTRAP"))
+    ap.add_argument("--no-peer", action="store_true", help="leave out the broker-package peer (its venv is built "
+                                                           "once under .cache/peer from PyPI)")
+    ap.add_argument("--no-visits", action="store_true", help="leave out the Rubin visit benchmark")
+    ap.add_argument("--only-visits", action="store_true", help="run the Rubin visit benchmark alone")
+    add_visit_arguments(ap)
     args = ap.parse_args()
 
     msgs = load_alert_bytes()
     print(f"{len(msgs)} distinct real ZTF alerts, mean {np.mean([len(m) for m in msgs]) / 1024:.1f} KiB", flush=True)
     report: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                    "distinct_alerts": len(msgs), "messages": args.messages, "batch": args.batch,
-                    "partitions": args.partitions}
-    report.update(bench_decode(msgs))
-    print(report, flush=True)
-    report.update(bench_naive(msgs, model=args.model))
-    report["model"] = args.model
-    print(report, flush=True)
+                    "load_average_1m_start": round(os.getloadavg()[0], 2), "distinct_alerts": len(msgs),
+                    "batch": args.batch, "partitions": args.partitions, "model": args.model}
+    if not args.only_visits:
+        report.update(messages=args.messages, workers=args.workers)
+        report.update(bench_decode(msgs))
+        print(report, flush=True)
+        report.update(bench_naive(msgs, model=args.model))
+        if not args.no_peer:
+            from bench.peer_ampel import bench_peer
+
+            report.update(bench_peer(msgs))
+            if report.get("peer_alerts_per_s"):
+                # both in process on one core, measured back to back: the ratio that load moves least
+                report["decode_only_vs_peer"] = round(report["decode_only_alerts_per_s"] / report["peer_alerts_per_s"], 2)
+        print(report, flush=True)
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
     bootstrap = args.bootstrap or start_broker(run_dir)
     try:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        tag = uuid.uuid4().hex[:6]
-        tin, tout = f"bench-in-{tag}", f"bench-out-{tag}"
-        lin, lout = f"bench-lat-in-{tag}", f"bench-lat-out-{tag}"
-        for f in admin.create_topics([NewTopic(t, args.partitions, 1) for t in (tin, tout, lin, lout)]).values():
-            f.result(30)
-        t0 = time.monotonic()
-        produce(bootstrap, tin, msgs, args.messages)
-        report["produce_seconds"] = round(time.monotonic() - t0, 2)
-        run = run_worker(bootstrap, tin, tout, args.messages, args.batch, timeout=1800,
-                         model=args.model)
-        report["end_to_end_alerts_per_s"] = round(run["done"] / max(run["seconds"], 1e-9), 1)
-        report["end_to_end_seconds"] = round(run["seconds"], 2)
-        report["worker_peak_rss_mb"] = round(run["peak_rss_bytes"] / 2**20, 1)
-        print(report, flush=True)
-
-        # Latency under a steady load well below capacity, so it measures the pipeline, not a queue.
-        rate = max(50.0, 0.4 * report["end_to_end_alerts_per_s"])
-        n = min(args.latency_messages, int(rate * 30))
-        import threading
-        worker = threading.Thread(target=lambda: report.__setitem__(
-            "_lat_run", run_worker(bootstrap, lin, lout, n, args.batch, timeout=600, model=args.model)))
-        worker.start()
-        time.sleep(8)  # the worker is up and assigned before the load starts
-        produce(bootstrap, lin, msgs, n, rate=rate)
-        worker.join()
-        pairs = latencies(bootstrap, lin, lout)
-        lat = pairs[:, 1]
-        # Steady state: drop the first quarter of the run, where each new writer schema is seen (and its
-        # reader generated) for the first time.
-        steady = pairs[pairs[:, 0] >= pairs[0, 0] + 0.25 * (pairs[-1, 0] - pairs[0, 0]), 1]
-        report.pop("_lat_run", None)
-        report["latency_load_alerts_per_s"] = round(rate, 1)
-        report["latency_messages"] = int(lat.size)
-        report["latency_p50_s"] = round(float(np.percentile(lat, 50)), 4)
-        report["latency_p99_s"] = round(float(np.percentile(lat, 99)), 4)
-        report["latency_steady_p50_s"] = round(float(np.percentile(steady, 50)), 4)
-        report["latency_steady_p99_s"] = round(float(np.percentile(steady, 99)), 4)
-        report["latency_max_s"] = round(float(lat.max()), 4)
+        if not args.only_visits:
+            end_to_end(bootstrap, msgs, args, report)
+        if not args.no_visits:
+            report["visit"] = run_visits(bootstrap, msgs, first=args.visit_first, size=args.visit_size,
+                                         visits=args.visit_count, interval=args.visit_interval,
+                                         workers=args.visit_workers, partitions=args.partitions, batch=args.batch,
+                                         model=args.model, rubin_fraction=args.rubin_fraction, pool=args.pool)
+            print(json.dumps(report["visit"], indent=2), flush=True)
     finally:
         if not args.bootstrap:
             stop_broker(run_dir)
+    report["load_average_1m_end"] = round(os.getloadavg()[0], 2)
 
     print(json.dumps(report, indent=2))
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     (REPO / "bench/results").mkdir(exist_ok=True)
-    (REPO / f"bench/results/pipeline-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
-    bm = REPO / "BENCHMARKS.md"
-    if not bm.exists():
-        bm.write_text("# Benchmarks\n\nEvery row is one run of a script in `bench/`; the JSON beside it in "
-                      "`bench/results/` has the details.\n\n## Pipeline (`bench/run_pipeline_bench.py`)\n\n"
-                      "| date | machine | messages | e2e alerts/s | p50 s | p99 s | steady p99 s | decode-only /s/core | "
-                      "decode+stamp /s/core | naive loop /s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-    row = (f"| {report['date']} | {report['machine']}, {args.model} | {args.messages} | {report['end_to_end_alerts_per_s']} | "
-           f"{report['latency_p50_s']} | {report['latency_p99_s']} | {report['latency_steady_p99_s']} | "
-           f"{report['decode_only_alerts_per_s']} | "
-           f"{report['decode_with_science_stamp_alerts_per_s']} | {report['naive_loop_alerts_per_s']} | "
-           f"{report['worker_peak_rss_mb']} |\n")
-    text = bm.read_text()
-    marker = "|---|---|---|---|---|---|---|---|---|---|---|\n"
-    bm.write_text(text.replace(marker, marker + row, 1) if marker in text else text + row)
+    kind = "visits" if args.only_visits else "pipeline"
+    (REPO / f"bench/results/{kind}-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
+    from bench.pipeline_rows import append_rows
+
+    append_rows(REPO / "BENCHMARKS.md", report, args)
+
+
+def end_to_end(bootstrap: str, msgs: list[bytes], args: argparse.Namespace, report: dict) -> None:
+    """The backlog drain (throughput) and the paced run (latency), into ``report``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    tag = uuid.uuid4().hex[:6]
+    tin, tout = f"bench-in-{tag}", f"bench-out-{tag}"
+    lin, lout = f"bench-lat-in-{tag}", f"bench-lat-out-{tag}"
+    for f in admin.create_topics([NewTopic(t, args.partitions, 1) for t in (tin, tout, lin, lout)]).values():
+        f.result(30)
+    t0 = time.monotonic()
+    produce(bootstrap, tin, msgs, args.messages)
+    report["produce_seconds"] = round(time.monotonic() - t0, 2)
+    run = run_worker(bootstrap, tin, tout, args.messages, args.batch, timeout=1800, model=args.model,
+                     workers=args.workers)
+    report["end_to_end_alerts_per_s"] = round(run["done"] / max(run["seconds"], 1e-9), 1)
+    report["end_to_end_seconds"] = round(run["seconds"], 2)
+    report["worker_peak_rss_mb"] = round(run["peak_rss_bytes"] / 2**20, 1)
+    report["end_to_end_vs_naive"] = round(report["end_to_end_alerts_per_s"] / report["naive_loop_alerts_per_s"], 1)
+    if report.get("peer_alerts_per_s"):
+        report["end_to_end_vs_peer"] = round(report["end_to_end_alerts_per_s"] / report["peer_alerts_per_s"], 2)
+    print(report, flush=True)
+
+    # Latency under a steady load well below capacity, so it measures the pipeline, not a queue.
+    rate = max(50.0, 0.4 * report["end_to_end_alerts_per_s"])
+    n = min(args.latency_messages, int(rate * 30))
+    import threading
+    worker = threading.Thread(target=lambda: report.__setitem__(
+        "_lat_run", run_worker(bootstrap, lin, lout, n, args.batch, timeout=600, model=args.model)))
+    worker.start()
+    time.sleep(8)  # the worker is up and assigned before the load starts
+    produce(bootstrap, lin, msgs, n, rate=rate)
+    worker.join()
+    pairs = latencies(bootstrap, lin, lout)
+    lat = pairs[:, 1]
+    # Steady state: drop the first quarter of the run, where each new writer schema is seen (and its
+    # reader generated) for the first time.
+    steady = pairs[pairs[:, 0] >= pairs[0, 0] + 0.25 * (pairs[-1, 0] - pairs[0, 0]), 1]
+    report.pop("_lat_run", None)
+    report["latency_load_alerts_per_s"] = round(rate, 1)
+    report["latency_messages"] = int(lat.size)
+    report["latency_p50_s"] = round(float(np.percentile(lat, 50)), 4)
+    report["latency_p99_s"] = round(float(np.percentile(lat, 99)), 4)
+    report["latency_steady_p50_s"] = round(float(np.percentile(steady, 50)), 4)
+    report["latency_steady_p99_s"] = round(float(np.percentile(steady, 99)), 4)
+    report["latency_max_s"] = round(float(lat.max()), 4)
 
 
 if __name__ == "__main__":

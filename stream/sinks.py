@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from schemas.errors import StampflowError
 from schemas.packet import DeadLetter
 from schemas.results import ClassificationResult, DeadLetterRecord, encode_schemaless, load_schema
+from stream.results import encode_result
 from stream.sources import Item, Source, TransactionalSource
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class KafkaSink:
     def write_results(self, results: list[ClassificationResult]) -> None:
         self.begin()
         for r in results:
-            self._produce(self.result_topic, encode_schemaless(r.record()), str(r.candid).encode(), RESULT_HEADERS)
+            self._produce(self.result_topic, encode_result(r), str(r.candid).encode(), RESULT_HEADERS)
         self.producer.poll(0)
 
     def write_dead_letters(self, letters: list[DeadLetter]) -> None:
