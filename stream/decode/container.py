@@ -165,3 +165,23 @@ def make_container(schema_bytes: bytes | str, records: list[bytes], sync: bytes 
         header = container_header(schema_bytes, sync, metadata)
     body = b"".join(records)
     return b"".join((header, encode_long(len(records)), encode_long(len(body)), body, header[-16:]))
+
+
+def whole_record(value: bytes) -> dict | None:
+    """The whole first record of a message that is its own Avro container, read with fastavro; None when the message
+    is not a container (Confluent-framed, Parquet rows) or cannot be read.
+
+    The decoder's records are projections (only the fields a model or result needs), so fields such as sgscore1
+    are not in them. Evaluation against the PS1 reference and the viewer's detail page read the message in full
+    here. An unreadable message is the engine's dead letter already, so it is not an error here.
+    """
+    if not value.startswith(b"Obj\x01"):
+        return None
+    import io
+
+    import fastavro
+
+    try:
+        return next(iter(fastavro.reader(io.BytesIO(value))), None)
+    except Exception:  # noqa: BLE001 - see the docstring: the engine dead-letters it; callers show what they have
+        return None

@@ -101,19 +101,6 @@ def packet_fields(packet: Packet, full: dict[str, Any] | None) -> list[tuple[str
     return out
 
 
-def full_record(value: bytes) -> dict[str, Any] | None:
-    """The whole record of a one-record Avro container message (the decoder's projection leaves out fields such as
-    sgscore1); None for Confluent-framed messages, whose schema lives in a registry."""
-    if not value.startswith(b"Obj\x01"):
-        return None
-    import fastavro
-
-    try:
-        return next(iter(fastavro.reader(io.BytesIO(value))), None)
-    except Exception:  # noqa: BLE001 - the projected fields still show; the full read is a bonus
-        return None
-
-
 def jsonable(value: Any) -> Any:
     """A packet value as JSON: bytes as their length (stamps are shown as pictures, not bytes), NaN as None."""
     if isinstance(value, (bytes, bytearray)):

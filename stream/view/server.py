@@ -32,7 +32,8 @@ from schemas.packet import Packet, RawMessage
 from stream.decode import Decoder
 from stream.view.index import Query
 from stream.view.inputs import ViewData
-from stream.view.render import full_record, jsonable, packet_fields, png, stamp_array
+from stream.decode.container import whole_record
+from stream.view.render import jsonable, packet_fields, png, stamp_array
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class Viewer:
         out: dict[str, Any] = {"row": self.row(i), "result": jsonable(rec), "packet": None, "packet_error": why}
         if packet is not None:
             value = self.data.spool.read(self.data.spool.entries[self.data.entry_of[i]])
-            full = full_record(value) if packet.survey == "ZTF" else None
+            full = whole_record(value) if packet.survey == "ZTF" else None
             stamps = []
             for name in self.row(i)["stamps"]:
                 try:

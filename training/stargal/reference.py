@@ -12,14 +12,12 @@ them out.
 """
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import fastavro
-
 from schemas.packet import RawMessage
+from stream.decode.container import whole_record
 
 #: ZTF candidate fields from catalogue cross-matches (PS1, Gaia, solar-system objects) plus SExtractor's own
 #: star/galaxy score: what a star/galaxy model is compared with, so never an input.
@@ -77,10 +75,7 @@ def record_of(msg: RawMessage) -> dict[str, Any] | None:
     Parquet rows have no container and are whole rows already.
     """
     if msg.value.startswith(b"Obj\x01"):
-        try:
-            return next(iter(fastavro.reader(io.BytesIO(msg.value))), None)
-        except Exception:  # noqa: BLE001 - an unreadable message is the engine's dead letter, not a reference
-            return None
+        return whole_record(msg.value)
     return msg.record  # Parquet rows; None for Confluent-framed (Rubin) messages, which carry no PS1 reference
 
 
