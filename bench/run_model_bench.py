@@ -70,7 +70,8 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", help="comma-separated model names (default: every model in the registry)")
+    ap.add_argument("--models", help="comma-separated model names or name@version (default: the latest version of "
+                                     "every model in the registry)")
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per measurement")
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch bench/results or BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 prepared = apply_recipe(x, clf.recipe)
                 s = time_calls(lambda a: keras_model.predict(a, batch_size=b, verbose=0), prepared, args.seconds)
                 row["model_predict_images_per_s"][str(b)] = round(b / s, 1)
+        # the machine may be shared: the 1-minute load average after the model's points, with every row
+        row["load_average_1m"] = round(os.getloadavg()[0], 2)
         print(json.dumps(row), flush=True)
         rows.append(row)
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),

@@ -3,7 +3,9 @@
 
 Modules: `network` (architecture and its constants), `sets` (`RadioSet`, survey constants), `griese`, `batches`
 and `fits` (the published formats), `data` (detection and `load_radio`), `archive` (replay formats), `options`
-(``--set`` options), `train`, `evaluate`, `transfer` (the FIRST -> NVSS experiment).
+(``--set`` options), `train`, `evaluate`, `transfer` (the FIRST -> NVSS experiment); radio-first 2.0.0:
+`pool` (every FIRST image, label mapping, dedup), `dedup` (hashes, NCC, positions), `ensemble` (one network,
+dihedral average, the served graph), `train_pool` (``--set pool=true``).
 """
 from __future__ import annotations
 

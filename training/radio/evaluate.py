@@ -22,6 +22,28 @@ from training.radio.options import RadioEvaluateOptions
 from training.radio.train import FAMILY, TEST_SPLIT, dataset_name, prepare
 
 
+def calibration_summary(info: ModelInfo, probs: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """ECE (15 bins) of the served probabilities (restricted to the data's classes and renormalised when the
+    model has more), and whether the artifact carries a calibration."""
+    from training.calibration import expected_calibration_error
+
+    sums = probs.sum(axis=1, keepdims=True)
+    p = np.divide(probs, sums, out=np.full_like(probs, 1.0 / probs.shape[1]), where=sums > 0)
+    cal = info.metadata.get("calibration") or {}
+    return {"ece_15_bins": expected_calibration_error(p, y, 15), "calibrated": bool(cal),
+            "method": cal.get("method"), "temperature": cal.get("temperature")}
+
+
+def ood_summary(info: ModelInfo, flags: list) -> dict[str, Any]:
+    """Share of results the artifact's out-of-distribution rule flagged (None when it has no rule)."""
+    if not flags or any(f is None for f in flags):
+        return {"rule": None, "flagged": None, "share": None}
+    flagged = np.concatenate([np.asarray(f, dtype=bool) for f in flags])
+    ood = info.metadata.get("ood") or {}
+    return {"rule": ood.get("rule"), "flagged": int(flagged.sum()), "n": int(len(flagged)),
+            "share": float(flagged.mean()) if len(flagged) else None}
+
+
 def evaluate(info: ModelInfo, data: Path, options: RadioEvaluateOptions | None = None) -> dict[str, Any]:
     """Score a radio artifact on labelled radio data (options: `RadioEvaluateOptions`)."""
     o = options or RadioEvaluateOptions()
@@ -59,8 +81,10 @@ def evaluate(info: ModelInfo, data: Path, options: RadioEvaluateOptions | None =
     batch = o.batch_size
     x = prepare(rs, spec, None)
     t0 = time.perf_counter()
-    probs = np.concatenate([clf.predict_batch(x[i:i + batch]).probabilities for i in range(0, len(x), batch)])
+    preds = [clf.predict_batch(x[i:i + batch]) for i in range(0, len(x), batch)]
     seconds = time.perf_counter() - t0
+    probs = np.concatenate([p.probabilities for p in preds])
+    flags = [p.out_of_distribution for p in preds]
     cols = [model_classes.index(c) for c in shared]
     restricted = len(shared) < len(model_classes)
     pred = probs[:, cols].argmax(axis=1)
@@ -71,6 +95,8 @@ def evaluate(info: ModelInfo, data: Path, options: RadioEvaluateOptions | None =
                  "pixel_scale": rs.pixel_scale, "split": split, "n": int(len(rs)), "dropped_classes": dropped},
         **report,
         "seconds": seconds, "images_per_second": len(rs) / seconds if seconds > 0 else None,
+        "calibration": calibration_summary(info, probs[:, cols], y),
+        "out_of_distribution": ood_summary(info, flags),
     }
     if mismatch:
         result["input_mismatch"] = mismatch

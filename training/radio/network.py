@@ -53,24 +53,25 @@ CONV_FILTERS = (16, 32, 64, 64)
 
 
 def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filters: tuple[int, ...] = CONV_FILTERS,
-                dense: int = 128, dropout: float = 0.25, seed: int = 0):
-    """(size, size, 1) float32 -> softmax over ``n_classes``. Layer names are fixed so weights transfer."""
+                dense: int = 128, dropout: float = 0.25, seed: int = 0, prefix: str = "", inputs=None):
+    """(size, size, 1) float32 -> softmax over ``n_classes``. Layer names are fixed so weights transfer;
+    ``prefix`` and ``inputs`` (a shared Keras input) let an ensemble hold several copies in one flat graph."""
     import keras
     from keras import layers
 
     init = keras.initializers.HeNormal(seed=seed)
-    inp = keras.Input((size, size, 1), name="stamp")
+    inp = keras.Input((size, size, 1), name="stamp") if inputs is None else inputs
     x = inp
     for i, f in enumerate(filters, start=1):
         first = i == 1
         x = layers.Conv2D(f, 5 if first else 3, strides=2 if first else 1, padding="same", use_bias=False,
-                          kernel_initializer=init, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
-        x = layers.Activation("relu", name=f"relu{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dropout(dropout, seed=seed, name="dropout1")(x)
-    x = layers.Dense(dense, activation="relu", kernel_initializer=init, name="dense")(x)
-    x = layers.Dropout(dropout, seed=seed + 1, name="dropout2")(x)
-    out = layers.Dense(n_classes, activation="softmax", dtype="float32", name="classes")(x)
-    return keras.Model(inp, out, name="radio_cnn")
+                          kernel_initializer=init, name=f"{prefix}conv{i}")(x)
+        x = layers.BatchNormalization(name=f"{prefix}bn{i}")(x)
+        x = layers.Activation("relu", name=f"{prefix}relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"{prefix}pool{i}")(x)
+    x = layers.Flatten(name=f"{prefix}flatten")(x)
+    x = layers.Dropout(dropout, seed=seed, name=f"{prefix}dropout1")(x)
+    x = layers.Dense(dense, activation="relu", kernel_initializer=init, name=f"{prefix}dense")(x)
+    x = layers.Dropout(dropout, seed=seed + 1, name=f"{prefix}dropout2")(x)
+    out = layers.Dense(n_classes, activation="softmax", dtype="float32", name=f"{prefix}classes")(x)
+    return keras.Model(inp, out, name=f"{prefix}radio_cnn")

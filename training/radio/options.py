@@ -27,6 +27,30 @@ class RadioOptions(FamilyOptions):
     labels: Literal["literature", "CDL1"] = Field("literature", description="Griese label set and split.")
     limit: int | None = Field(None, ge=1, description="Griese: read only the first N groups (smoke runs).")
     throughput: bool = Field(True, description="Time the served network at batch 256 into the metrics.")
+    pool: bool = Field(False, description="Griese only: train on every FIRST image (Griese train + MiraBest + "
+                                          "FR-DEEP FIRST, deduplicated; training.radio.pool) with fixed epochs, "
+                                          "the radio-first 2.0.0 recipe.")
+    members: int = Field(1, ge=1, le=8, description="pool: networks averaged in the served graph (seeds seed, "
+                                                    "seed+1, ...).")
+    augment: Literal["dihedral", "rotate"] = Field("dihedral", description="pool: the 8 dihedral symmetries "
+                                                                          "(exact) or any-angle rotation + flips.")
+    extra: bool = Field(True, description="pool: train on MiraBest and FR-DEEP FIRST too; false: Griese train only "
+                                          "(still guarded by the pool's dedup; radio-first 2.0.0 is this arm).")
+    cdl1: bool = Field(False, description="pool: train on Label_CDL1 (Bent split in two groups), folded back to "
+                                          "the four classes in the served graph.")
+    mirabest: str | None = Field(None, description="pool: MiraBest batches; None: $STAMPFLOW_DATA/radio/"
+                                                   "mirabest/batches.tar.gz.")
+    frdeep: str | None = Field(None, description="pool: FR-DEEP FIRST batches; None: $STAMPFLOW_DATA/radio/"
+                                                 "frdeep/FIRST_PNG_dataset.tar.gz.")
+    dedup_ncc: float = Field(0.99, gt=0, le=1, description="pool: near-duplicate threshold (NCC).")
+    pool_cache: str | None = Field(None, description="pool: directory of a saved pool (save_pool_cache); built "
+                                                     "and saved there when absent.")
+    members_from: str | None = Field(None, description="pool: comma list of member networks (.keras) already "
+                                                       "trained by training.radio.ensemble.train_network on this "
+                                                       "pool (bench/radio_ablation.py runs): assembled and recorded "
+                                                       "instead of trained again.")
+    uncertainty: bool = Field(True, description="pool: fit calibration and the out-of-distribution rule "
+                                                "(training.uncertainty) on the carved validation part.")
 
 
 class RadioEvaluateOptions(FamilyOptions):

@@ -33,6 +33,7 @@ from training.evaluation import classification_report, stratified_split_fraction
 from training.family import TrainOptions, say
 from training.plots import write_training_plots
 from training.radio.data import detect_dataset, load_radio
+from training.radio.ensemble import class_weights, compile_model
 from training.radio.network import AUGMENT, PREPROCESS, SURVEY_INPUT_SPEC, TASK, build_model
 from training.radio.options import RadioOptions
 from training.radio.sets import RadioSet
@@ -65,11 +66,6 @@ def dataset_name(dataset: str | None, data: Path) -> str:
     return "frdeep-first" if ds == "frdeep" else ds
 
 
-def class_weights(labels: np.ndarray, k: int) -> dict[int, float]:
-    counts = np.bincount(labels, minlength=k).astype(float)
-    return {i: float(len(labels) / (k * c)) if c else 0.0 for i, c in enumerate(counts)}
-
-
 def transfer_model(source, n_classes: int, seed: int):
     """The source network, with a fresh softmax head when the class count differs (feature layers kept)."""
     import keras
@@ -82,16 +78,6 @@ def transfer_model(source, n_classes: int, seed: int):
     head = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="classes_target",
                               kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(features)
     return keras.Model(source.inputs, head, name=f"{source.name}_transfer"), True
-
-
-def compile_model(model, lr: float, total_steps: int) -> None:
-    import keras
-
-    # Cosine decay to 5% over the whole run: no callback needed, and the same schedule for every arm of a
-    # comparison with the same epochs.
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1), alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
 
 
 def load_parts(data: Path, dataset: str, o: RadioOptions) -> tuple[RadioSet, RadioSet, RadioSet, InputSpec]:
@@ -141,6 +127,13 @@ def train(opts: TrainOptions, options: RadioOptions | None = None) -> dict[str, 
     if dataset not in TEST_SPLIT:
         raise StampflowError(f"cannot train on '{dataset}' data: choose dataset=griese, frdeep-first, frdeep-nvss "
                              "or mirabest")
+    if o.pool:
+        if dataset != "griese":
+            raise StampflowError("pool=true trains radio-first on the Griese set plus MiraBest and FR-DEEP FIRST: "
+                                 "give the Griese file as --data")
+        from training.radio.train_pool import train_pool
+
+        return train_pool(opts, o)
     seed = int(opts.seed)
     device = configure_device(opts.mixed_precision, seed=seed)
     rs, train_part, test_part, spec = load_parts(data, dataset, o)

@@ -1,0 +1,114 @@
+"""Ablation runs for radio-first 2.0.0 on a validation part carved out of Griese ``train`` (never ``valid``).
+
+Reads a pool cache written by ``python -m training.radio pool ... --cache DIR`` (prepared images, labels,
+sources, the carved split and the dedup decisions) and trains one variant per call; each run writes
+``OUT/<variant>_seed<seed>.json`` (carved-validation accuracy with and without the dihedral test-time average,
+its probabilities) and the weights, so ensembles are scored from saved runs without retraining.
+
+    python bench/radio_ablation.py --cache /tmp/radio2/pool --out /tmp/radio2/runs --variant dihedral --epochs 30
+    python bench/radio_ablation.py --cache /tmp/radio2/pool --out /tmp/radio2/runs --ensemble a_seed0,a_seed1
+
+All variants of one table use the same epochs, seed, batch and schedule; the Griese ``valid`` part is not read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# variant -> (extra data?, augmentation, label set, network keyword arguments)
+VARIANTS = {
+    "baseline": dict(extra=False, augment="rotate", labels="literature"),
+    "dihedral": dict(extra=False, augment="dihedral", labels="literature"),
+    "extra": dict(extra=True, augment="dihedral", labels="literature"),
+    "extra_cdl1": dict(extra=True, augment="dihedral", labels="CDL1"),
+    "cdl1": dict(extra=False, augment="dihedral", labels="CDL1"),
+    "extra_wide": dict(extra=True, augment="dihedral", labels="literature", filters=(24, 48, 96, 96)),
+    "extra_rotate": dict(extra=True, augment="rotate", labels="literature"),
+    "extra_unweighted": dict(extra=True, augment="dihedral", labels="literature", weighting="none"),
+}
+
+
+def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    return float((p.argmax(axis=1) == y).mean())
+
+
+def balanced(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean per-class recall: the carved part is 52% FRII, Griese valid is balanced (50 per class)."""
+    pred = p.argmax(axis=1)
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, batch: int, lr: float) -> dict:
+    from training.radio.ensemble import dihedral_average, train_network
+    from training.radio.pool import load_pool_cache
+
+    spec = VARIANTS[variant]
+    pool = load_pool_cache(cache)
+    fit, val = pool.fit_mask(extra=spec["extra"]), pool.carved_mask()
+    t0 = time.perf_counter()
+    model, info = train_network(pool.x[fit], pool.y[fit], pool.x[val], pool.y[val],
+                                sub=pool.sublabels[fit] if spec["labels"] == "CDL1" else None,
+                                epochs=epochs, batch=batch, lr=lr, seed=seed, augment=spec["augment"],
+                                filters=spec.get("filters"), weighting=spec.get("weighting", "balanced"))
+    seconds = time.perf_counter() - t0
+    p_plain = dihedral_average(model, pool.x[val], transforms=1)
+    p_tta = dihedral_average(model, pool.x[val], transforms=8)
+    yv = pool.y[val]
+    res = {"variant": variant, "seed": seed, "epochs": epochs, "batch": batch, "lr": lr, **spec,
+           "n_fit": int(fit.sum()), "n_val": int(val.sum()), "seconds": seconds,
+           "train_images_per_s": info["images_per_s"],
+           "val_accuracy": accuracy(yv, p_plain), "val_accuracy_tta8": accuracy(yv, p_tta),
+           "val_balanced_accuracy": balanced(yv, p_plain), "val_balanced_accuracy_tta8": balanced(yv, p_tta),
+           "params": int(model.count_params())}
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{variant}_seed{seed}"
+    np.savez(out / f"{stem}.npz", p_plain=p_plain, p_tta=p_tta, y=yv)
+    model.save(out / f"{stem}.keras")
+    res["filters"] = list(res["filters"]) if res.get("filters") else None
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res))
+    return res
+
+
+def score_ensemble(out: Path, stems: list[str]) -> dict:
+    runs = [np.load(out / f"{s}.npz") for s in stems]
+    y = runs[0]["y"]
+    res = {"ensemble": stems,
+           "val_accuracy": accuracy(y, np.mean([r["p_plain"] for r in runs], axis=0)),
+           "val_accuracy_tta8": accuracy(y, np.mean([r["p_tta"] for r in runs], axis=0)),
+           "val_balanced_accuracy": balanced(y, np.mean([r["p_plain"] for r in runs], axis=0)),
+           "val_balanced_accuracy_tta8": balanced(y, np.mean([r["p_tta"] for r in runs], axis=0)),
+           "members": [accuracy(y, r["p_plain"]) for r in runs]}
+    print(json.dumps(res))
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variant", choices=sorted(VARIANTS))
+    ap.add_argument("--ensemble", help="comma list of saved run stems to average")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    a = ap.parse_args(argv)
+    if a.ensemble:
+        score_ensemble(a.out, a.ensemble.split(","))
+    if a.variant:
+        run_variant(a.cache, a.out, a.variant, a.epochs, a.seed, a.batch, a.lr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
