@@ -132,8 +132,10 @@ class InputSpec:
 class BatchPrediction:
     """Predictions for a batch of N inputs over K classes.
 
-    ``uncertainty`` is model-specific but always "bigger is less sure": posterior variance for GPs,
-    predictive entropy for softmax CNNs (docs/models.md gives each model's meaning and scale).
+    ``uncertainty`` is model-specific but always "bigger is less sure" (docs/models.md gives each model's meaning
+    and scale): posterior variance for GPs; for CNNs with an uncertainty block, 1 - the calibrated probability of
+    the label (classifiers) or the calibrated predictive standard deviation (regression, vote fractions); for CNNs
+    without one, the entropy of the outputs (classifiers) or 0, "not estimated" (regression).
     ``out_of_distribution`` (N,) bool marks inputs the model's stored rule places outside its training data;
     None means the model has no such rule (nothing flagged). Flags never change labels or probabilities.
     """

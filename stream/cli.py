@@ -254,6 +254,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from training.uncertainty_bundled import release
+
+    _setup_logging("INFO")
+    for name in args.names:
+        print(json.dumps(release(name, args.version, source_version=args.source, n=args.n,
+                                 out_root=Path(args.out) if args.out else None), indent=2, default=str))
+    return 0
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     from stream.top import run_top
 
@@ -365,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "(stargal: PS1 sgscore1 within 1\"), through the worker's own path")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="family option, e.g. split=valid")
     e.set_defaults(func=cmd_evaluate)
+    ca = sub.add_parser("calibrate", help="new version of a bundled mock-trained CNN with calibration and an "
+                                          "out-of-distribution rule (same weights); prints JSON")
+    ca.add_argument("names", nargs="+", help="deepmerge, deepmerge-noisy, morphology-candels, morphology-clash, spin")
+    ca.add_argument("--version", required=True, help="the new version, e.g. 1.2.0")
+    ca.add_argument("--source", default="1.0.0", help="the released version to derive from")
+    ca.add_argument("--n", type=int, help="images regenerated per model (split into thirds)")
+    ca.add_argument("--out", help="registry root to write to (default: bundled artifacts)")
+    ca.set_defaults(func=cmd_calibrate)
 
     tp = sub.add_parser("top", help="live terminal view of a worker's metrics (or of Prometheus)")
     tg = tp.add_mutually_exclusive_group()

@@ -169,3 +169,30 @@ def plot_reliability(curves: dict[str, list[dict[str, Any]]], path: str | Path,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_coverage(curves: dict[str, list[dict[str, float]]], path: str | Path,
+                  title: str = "Interval coverage") -> Path:
+    """A regression reliability diagram: observed share of true values inside mean +/- z sigma against the
+    nominal Gaussian share, one line per named set (rows ``{"nominal", "observed"}``). The diagonal is perfect
+    calibration; below it the intervals are too narrow. The legend carries each set's coverage at 68%."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.4, 4.2), dpi=120)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect")
+    for name, rows in curves.items():
+        x = np.array([r["nominal"] for r in rows])
+        y = np.array([r["observed"] for r in rows])
+        at68 = float(np.interp(0.6827, x, y))
+        ax.plot(x, y, lw=1.4, label=f"{name} (68%: {at68:.2f})")
+    ax.axvline(0.6827, color="grey", lw=0.6, ls=":")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("nominal coverage of mean +/- z sigma")
+    ax.set_ylabel("observed coverage")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

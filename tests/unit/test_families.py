@@ -89,7 +89,8 @@ def test_bad_train_flag_is_one_clear_line(tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and err[0].startswith("stampflow: --epochs 0: ")
 
 
-def test_help_lists_families_and_formats_from_the_registry(capsys):
+def test_help_lists_families_and_formats_from_the_registry(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps help at hyphens ("sdss-" / "spin") on narrow terminals
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out

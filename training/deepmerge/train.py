@@ -150,7 +150,15 @@ def train(opts: TrainOptions, fam: DeepMergeOptions) -> dict[str, Any]:
                              trained_on="mock" if mock else "real", training=training, plots_from=Path(tmp),
                              extra=extra)
     say(f"saved {path}", quiet=fam.quiet)
+    from models.preprocess import prepare_images
+    from training.uncertainty import attach_after_training
+
+    stamps = [prepare_images(ds.nhwc(idx), input_spec(len(ds.filters))) for idx in parts]  # before the recipe
+    uncertainty = attach_after_training(path, x_fit=stamps[0], x_val=stamps[1], y_val=ds.labels[val_idx],
+                                        x_test=stamps[2], y_test=ds.labels[test_idx],
+                                        say=lambda m: say(m, quiet=fam.quiet))
     return {"artifact": str(path), "name": name, "variant": variant, "trained_on": "mock" if mock else "real",
+            "uncertainty": uncertainty,
             "test": {k: test[k] for k in ("n", "accuracy", "accuracy_ci95", "precision", "recall", "f1", "roc_auc",
                                            "brier")},
             "confusion_matrix": test["confusion_matrix"]["matrix"], "train_images_per_s": result.images_per_s,

@@ -144,6 +144,11 @@ def train(opts: TrainOptions, fam: MorphologyOptions) -> dict[str, Any]:
                             training_data=data_record, split=split, metrics=metrics, trained_on="mock",
                             training=training, plots_from=Path(tmp), extra={"plots": plots})
     check_served(out, raw.subset(parts["test"]), pred)
+    from training.uncertainty import attach_after_training
+
+    fit_r, val_r, test_r = (raw.subset(parts[k]) for k in ("fit", "validation", "test"))  # before the recipe
+    uncertainty = attach_after_training(out, x_fit=fit_r.x, x_val=val_r.x, y_val=val_r.y, x_test=test_r.x,
+                                        y_test=test_r.y, say=say)
     say(f"morphology: test RMSE {report['rmse']:.4f} (paper form {report['rmse_paper']:.4f}; predicting the "
         f"training mean: {report['rmse_predict_training_mean']:.4f}), top-class accuracy "
         f"{report['top_class_accuracy']:.3f}, n={report['n']}; {result.epochs_run} epochs at "
@@ -153,7 +158,7 @@ def train(opts: TrainOptions, fam: MorphologyOptions) -> dict[str, Any]:
                         "train_images_per_s": result.images_per_s, "predict_images_per_s_batch256": served_ips},
             "split": {k: v for k, v in split.items() if not k.endswith("_ids")}, "transfer": transfer,
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "trained_on": "mock",
-            "seconds": time.perf_counter() - t_start}
+            "uncertainty": uncertainty, "seconds": time.perf_counter() - t_start}
 
 
 def default_name(dataset: str, channels: Sequence[str]) -> str:

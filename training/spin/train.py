@@ -28,7 +28,7 @@ import numpy as np
 
 from schemas.errors import StampflowError
 from training.family import TrainOptions, say
-from training.spin.data import read_spin_dir
+from training.spin.data import read_spin_dir, stack_resized
 from training.spin.network import (BUNDLED_CONFIG, CLASSES, FAMILY_NAME, INPUT_SIZE, NAME, PREPROCESS, TASK,
                                    build_model, input_spec)
 from training.spin.options import SpinOptions
@@ -128,7 +128,12 @@ def train(opts: TrainOptions, fam: SpinOptions) -> dict[str, Any]:
                              trained_on="mock" if ds.mock else "real", training=training, plots_from=Path(tmp),
                              extra=extra)
     say(f"saved {path}", quiet=fam.quiet)
-    return {"artifact": str(path), "trained_on": "mock" if ds.mock else "real",
+    from training.uncertainty import attach_after_training
+
+    stamps = [stack_resized([ds.images[i] for i in p], input_spec()) for p in parts]  # before the recipe
+    uncertainty = attach_after_training(path, x_fit=stamps[0], x_val=stamps[1], y_val=y_va, x_test=stamps[2],
+                                        y_test=y_te, say=lambda m: say(m, quiet=fam.quiet))
+    return {"artifact": str(path), "trained_on": "mock" if ds.mock else "real", "uncertainty": uncertainty,
             "test": {k: test[k] for k in ("n", "mse", "rmse", "mae", "pearson_r")}, "test_mse_of_mean": baseline,
             "train_images_per_s": result.images_per_s, "inference_images_per_s": rate,
             "epochs_run": result.epochs_run, "parameters": int(model.count_params())}
