@@ -19,6 +19,15 @@ def pyplot():
     return plt
 
 
+def save(fig, path: str | Path) -> Path:
+    """Lay out, write and close one figure (closing frees it: training draws many in one process)."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
+
+
 def plot_confusion_matrix(matrix: np.ndarray | Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
                           title: str = "Confusion matrix") -> Path:
     """Counts with row-normalised shading; rows are the true class, columns the predicted class."""
@@ -39,11 +48,7 @@ def plot_confusion_matrix(matrix: np.ndarray | Sequence[Sequence[int]], classes:
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_normalisation_comparison(table: Sequence[dict], path: str | Path,
@@ -71,11 +76,7 @@ def plot_normalisation_comparison(table: Sequence[dict], path: str | Path,
     ax.set_ylabel("cross-validated accuracy")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_curves(history: dict[str, list[float]], path: Path, title: str = "Training curves") -> Path:
@@ -94,10 +95,7 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str = "Train
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_scatter(true: np.ndarray, pred: np.ndarray, names: Sequence[str], path: Path,
@@ -117,10 +115,7 @@ def plot_scatter(true: np.ndarray, pred: np.ndarray, names: Sequence[str], path:
         ax.set_xlabel("true")
         ax.set_ylabel("predicted")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def write_training_plots(history: dict[str, list[float]], out_dir: Path, report: dict[str, Any], task: str,
@@ -164,11 +159,7 @@ def plot_reliability(curves: dict[str, list[dict[str, Any]]], path: str | Path,
     ax.set_ylabel("fraction correct")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_coverage(curves: dict[str, list[dict[str, float]]], path: str | Path,
@@ -191,8 +182,4 @@ def plot_coverage(curves: dict[str, list[dict[str, float]]], path: str | Path,
     ax.set_ylabel("observed coverage")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
