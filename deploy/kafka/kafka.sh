@@ -38,8 +38,11 @@ CDS_DIR="$KAFKA_HOME/cds"
 # Options for the short-lived StorageTool JVM (C1 only: it runs for ~1 s).
 TOOL_JVM_OPTS="-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Djava.awt.headless=true"
 
-log() { printf '[kafka.sh] %s\n' "$*" >&2; }
-die() { printf '[kafka.sh] ERROR: %s\n' "$*" >&2; exit 1; }
+SERVICE_TAG="kafka.sh"
+JVM_MARK='kafka.Kafka'
+CDS_PREFIX="broker"
+# shellcheck source=../lib/jvm-service.sh
+source "$SCRIPT_DIR/../lib/jvm-service.sh"  # log, die, run dir, PID, stop and CDS helpers
 
 usage() {
   cat >&2 <<EOF
@@ -50,14 +53,6 @@ usage: $(basename "$0") fetch
        $(basename "$0") restart [RUN_DIR]   (same ports and log dirs, data kept)
        $(basename "$0") configs ARGS...     (kafka-configs: --bootstrap-server HOST:PORT --alter ...)
 EOF
-}
-
-python_bin() {
-  if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"
-  elif command -v python3 >/dev/null 2>&1; then echo python3
-  elif [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then echo "$REPO_ROOT/.venv/bin/python"
-  else die "python3 is needed (to pick free ports / generate a cluster id)"
-  fi
 }
 
 pom_hash() { sha256sum "$POM" | cut -d' ' -f1; }
@@ -104,85 +99,7 @@ cds_key() {
   { pom_hash; java -version 2>&1; command -v java; } | sha256sum | cut -c1-16
 }
 
-# Echo the JVM flags for CDS, recording a pending dump in RUN_DIR/cds-pending.
-cds_opts() {
-  local run_dir="$1" key
-  rm -f "$run_dir/cds-pending"
-  [[ "$CDS" == 1 ]] || return 0
-  key="$(cds_key)"
-  mkdir -p "$CDS_DIR"
-  if [[ -s "$CDS_DIR/broker-$key.jsa" ]]; then
-    echo "-XX:SharedArchiveFile=$CDS_DIR/broker-$key.jsa"
-  else
-    # Stale archives (other pom / JVM) are useless; drop them, and leftovers
-    # of dumps that never finished.
-    rm -f "$CDS_DIR"/broker-*.jsa
-    find "$CDS_DIR" -name 'broker-*.jsa.tmp.*' -mmin +1440 -delete 2>/dev/null || true
-    local tmp="$CDS_DIR/broker-$key.jsa.tmp.$$"
-    printf '%s\n%s\n' "$tmp" "$CDS_DIR/broker-$key.jsa" >"$run_dir/cds-pending"
-    echo "-XX:ArchiveClassesAtExit=$tmp"
-  fi
-}
-
-# After the broker exited: publish (publish=1, clean TERM shutdown) or discard the
-# archive it was told to dump.  A KILLed JVM may have left a partial file.
-cds_finish() {
-  local run_dir="$1" publish="$2" tmp="" final=""
-  [[ -f "$run_dir/cds-pending" ]] || return 0
-  { read -r tmp; read -r final; } <"$run_dir/cds-pending" || true
-  rm -f "$run_dir/cds-pending"
-  [[ -n "$tmp" && -n "$final" ]] || return 0
-  if [[ "$publish" == 1 && -s "$tmp" ]]; then
-    mv -f "$tmp" "$final" && log "saved class-data-sharing archive $final"
-  else
-    rm -f "$tmp"
-  fi
-}
-
-# Absolute RUN_DIR; created only when $2 == create (stop/status never create it).
-resolve_run_dir() {
-  local d="${1:-$DEFAULT_RUN_DIR}"
-  if [[ "${2:-}" == create ]]; then
-    mkdir -p "$d"
-  elif [[ ! -d "$d" ]]; then
-    echo "$d"; return 0
-  fi
-  (cd "$d" && pwd -P)
-}
-
-# PID from RUN_DIR/pid if that process is alive and is our broker; else empty.
-live_pid() {
-  local run_dir="$1" pid
-  [[ -f "$run_dir/pid" ]] || return 0
-  pid="$(tr -dc '0-9' <"$run_dir/pid")"
-  [[ -n "$pid" ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  # Guard against PID reuse: must be a kafka.Kafka JVM using this run dir.
-  if [[ -r "/proc/$pid/cmdline" ]]; then
-    local cmdline
-    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
-    [[ "$cmdline" == *kafka.Kafka* && "$cmdline" == *"$run_dir/"* ]] || return 0
-  fi
-  echo "$pid"
-}
-
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-kill_and_wait() {
-  local pid="$1" timeout="$2" i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < timeout * 5; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.2
-  done
-  log "pid $pid still alive after ${timeout}s, sending KILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 25; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  return 1
-}
 
 dump_logs() {
   local run_dir="$1" f

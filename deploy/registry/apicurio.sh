@@ -45,8 +45,11 @@ CDS_DIR="$REGISTRY_HOME/cds"
 # Small, fast-starting JVM for a 2-core box: C1 only (a test registry answers a handful of requests).
 JVM_OPTS="${STAMPFLOW_REGISTRY_JVM_OPTS:--Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData -Djava.net.preferIPv4Stack=true}"
 
-log() { printf '[apicurio.sh] %s\n' "$*" >&2; }
-die() { printf '[apicurio.sh] ERROR: %s\n' "$*" >&2; exit 1; }
+SERVICE_TAG="apicurio.sh"
+JVM_MARK='apicurio-registry-app-*-runner.jar'
+CDS_PREFIX="registry"
+# shellcheck source=../lib/jvm-service.sh
+source "$SCRIPT_DIR/../lib/jvm-service.sh"  # log, die, run dir, PID, stop and CDS helpers
 
 usage() {
   cat >&2 <<EOF
@@ -55,14 +58,6 @@ usage: $(basename "$0") fetch
        $(basename "$0") stop   [RUN_DIR]
        $(basename "$0") status [RUN_DIR]
 EOF
-}
-
-python_bin() {
-  if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"
-  elif command -v python3 >/dev/null 2>&1; then echo python3
-  elif [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then echo "$REPO_ROOT/.venv/bin/python"
-  else die "python3 is needed (to pick a free port and probe the registry)"
-  fi
 }
 
 dist_ok() { [[ -f "$STAMP" && "$(cat "$STAMP")" == "$ARTIFACT" && -f "$RUNNER" && -d "$DIST/lib" ]]; }
@@ -102,83 +97,10 @@ cmd_fetch() {
 }
 
 # ---------------------------------------------------------------- helpers
-resolve_run_dir() {
-  local d="${1:-$DEFAULT_RUN_DIR}"
-  if [[ "${2:-}" == create ]]; then
-    mkdir -p "$d"
-  elif [[ ! -d "$d" ]]; then
-    echo "$d"; return 0
-  fi
-  (cd "$d" && pwd -P)
-}
-
-# PID from RUN_DIR/pid if that process is alive and is our registry; else empty.
-live_pid() {
-  local run_dir="$1" pid
-  [[ -f "$run_dir/pid" ]] || return 0
-  pid="$(tr -dc '0-9' <"$run_dir/pid")"
-  [[ -n "$pid" ]] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  # Guard against PID reuse: must be an Apicurio runner JVM started for this run dir.
-  if [[ -r "/proc/$pid/cmdline" ]]; then
-    local cmdline
-    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
-    [[ "$cmdline" == *apicurio-registry-app-*-runner.jar* && "$cmdline" == *"$run_dir/"* ]] || return 0
-  fi
-  echo "$pid"
-}
-
-kill_and_wait() {
-  local pid="$1" timeout="$2" i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < timeout * 5; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.2
-  done
-  log "pid $pid still alive after ${timeout}s, sending KILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 25; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  return 1
-}
 
 # Identifies the (distribution, JVM) pair a CDS archive was dumped for.
 cds_key() {
   { echo "$ARTIFACT"; java -version 2>&1; command -v java; } | sha256sum | cut -c1-16
-}
-
-# Echo the JVM flag for CDS, recording a pending dump in RUN_DIR/cds-pending.
-cds_opts() {
-  local run_dir="$1" key tmp
-  rm -f "$run_dir/cds-pending"
-  [[ "$CDS" == 1 ]] || return 0
-  key="$(cds_key)"
-  mkdir -p "$CDS_DIR"
-  if [[ -s "$CDS_DIR/registry-$key.jsa" ]]; then
-    echo "-XX:SharedArchiveFile=$CDS_DIR/registry-$key.jsa"
-  else
-    rm -f "$CDS_DIR"/registry-*.jsa  # stale: another distribution or JVM
-    find "$CDS_DIR" -name 'registry-*.jsa.tmp.*' -mmin +1440 -delete 2>/dev/null || true
-    tmp="$CDS_DIR/registry-$key.jsa.tmp.$$"
-    printf '%s\n%s\n' "$tmp" "$CDS_DIR/registry-$key.jsa" >"$run_dir/cds-pending"
-    echo "-XX:ArchiveClassesAtExit=$tmp"
-  fi
-}
-
-# After the registry exited: publish (publish=1, clean TERM shutdown) or discard the archive it was told to dump.
-cds_finish() {
-  local run_dir="$1" publish="$2" tmp="" final=""
-  [[ -f "$run_dir/cds-pending" ]] || return 0
-  { read -r tmp; read -r final; } <"$run_dir/cds-pending" || true
-  rm -f "$run_dir/cds-pending"
-  [[ -n "$tmp" && -n "$final" ]] || return 0
-  if [[ "$publish" == 1 && -s "$tmp" ]]; then
-    mv -f "$tmp" "$final" && log "saved class-data-sharing archive $final"
-  else
-    rm -f "$tmp"
-  fi
 }
 
 # 0 when the ccompat API answers (the registry is ready, storage included).
