@@ -22,6 +22,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def start_broker(run_dir: Path) -> str:
+    """A real broker for a bench run (deploy/kafka/kafka.sh); returns its bootstrap address."""
+    out = subprocess.run(["bash", str(REPO / "deploy/kafka/kafka.sh"), "start", str(run_dir)], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def stop_broker(run_dir: Path) -> None:
+    subprocess.run(["bash", str(REPO / "deploy/kafka/kafka.sh"), "stop", str(run_dir)], capture_output=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 # the decode columns come from the decode benchmark, so both scripts measure them the same way
 from bench.decode_throughput import bench_decode, load_alert_bytes  # noqa: E402
-from bench.pipeline_workers import Workers  # noqa: E402
+from bench.pipeline_workers import Workers, start_broker, stop_broker  # noqa: E402
 from bench.visit_bench import add_arguments as add_visit_arguments, run_visits  # noqa: E402
 
 
@@ -80,16 +79,6 @@ def bench_naive(msgs: list[bytes], count: int = 1500, model: str = "stargal") ->
             clf.predict_batch(fill_nan(centre_crop(stamps[key], spec.size))[None, :, :, None])
         n += 1
     return {"naive_loop_alerts_per_s": round(n / (time.perf_counter() - t0), 1), "naive_loop_alerts": n}
-
-
-def start_broker(run_dir: Path) -> str:
-    out = subprocess.run(["bash", str(REPO / "deploy/kafka/kafka.sh"), "start", str(run_dir)], check=True,
-                         capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
-
-
-def stop_broker(run_dir: Path) -> None:
-    subprocess.run(["bash", str(REPO / "deploy/kafka/kafka.sh"), "stop", str(run_dir)], capture_output=True)
 
 
 def produce(bootstrap: str, topic: str, msgs: list[bytes], total: int, rate: float | None = None) -> None:

@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from bench.pipeline_workers import Workers  # noqa: E402
+from bench.pipeline_workers import Workers, start_broker, stop_broker  # noqa: E402
 from bench.visit_alerts import alert_pool, rubin_alerts  # noqa: E402
 
 
@@ -179,7 +179,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def main() -> None:
     from bench.decode_throughput import load_alert_bytes
-    from bench.run_pipeline_bench import start_broker, stop_broker
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(ap)
