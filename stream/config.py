@@ -167,7 +167,8 @@ class Settings(BaseSettings):
             # Alerts are ~60-70 kB: the 1 MB default per-partition fetch starves a batch of 256.
             "max.partition.fetch.bytes": 16 << 20,
             # The prefetch queue is the worker's only buffer that grows with the input: capped at about one
-            # batch of alerts (16 MB, plus at most one 16 MB fetch in flight), so a slow or stalled sink grows
+            # batch of alerts (16 MB; librdkafka may hold up to 3x that: the queue, a partly consumed fetch response
+            # and one in flight), so a slow or stalled sink grows
             # consumer lag, not memory (librdkafka's default is 64 MB queued plus 64 MB fetches).
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
             "fetch.max.bytes": PREFETCH_KBYTES << 10,

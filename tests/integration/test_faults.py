@@ -10,7 +10,6 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from stream.config import PREFETCH_KBYTES
 from tests.integration.conftest import (Worker, committed_offsets, create_topics, end_offsets, metric_value,
                                         worker_env)
 from tests.integration.faults import (FAST_GROUP, Feeder, OwnBroker, covered_below, group_lag, report, rss_mb, set_quota, tally,
@@ -25,27 +24,37 @@ def published(worker) -> float:
     return metric_value(worker.metrics(), "stampflow_results_published_total")
 
 
-#: RSS growth under a slow sink beyond the capped prefetch queue (allocator, producer queue, Python objects of the
-#: batch in flight): measured ~6 MB over 22 s on the 2-core VM; the bound allows 16.
+#: RSS growth under a slow sink beyond the prefetch (allocator, producer queue, Python objects of the batch in
+#: flight): measured ~6 MB over 22 s on the 2-core VM; the bound allows 16.
 OTHER_GROWTH_MB = 16
+#: The test's prefetch cap, a quarter of the default (stream.config.PREFETCH_KBYTES): the queue fills within the
+#: first seconds of the throttled phase, so the bound below is well apart from what unbounded buffering would show.
+TEST_PREFETCH_KBYTES = 4096
 
 
 def test_slow_sink_grows_lag_not_memory(kafka_bootstrap, topics, start_worker, data_dir):
     """A broker quota throttles the worker's result producer. The worker waits for acknowledgements before it
     consumes more, so once the consumer's prefetch queue (capped by config) is full, lag grows and memory does
-    not. Bound stated and checked: throttled RSS at most the unthrottled plateau plus the configured prefetch
-    (16 MB queued plus one 16 MB fetch = 32 MB) plus 16 MB for the rest of the worker (OTHER_GROWTH_MB), over a
-    22 s throttled phase while lag keeps growing. Measured: +38 MB (214 -> 252 MB, +17.5%), levelling off over the
-    last 3 s; with a 14 s phase +1% to +8%."""
+    not. Bound stated and checked, over a 22 s throttled phase while lag keeps growing: throttled RSS at most the
+    unthrottled plateau plus what librdkafka can hold for the prefetch, plus 16 MB for the rest of the worker
+    (OTHER_GROWTH_MB). librdkafka counts the queue in message bytes but frees a fetch response only when its last
+    message is consumed, so it can hold the queue (4 MB here), the partly consumed response behind it and one
+    response in flight (4 MB each): 12 MB. With the default 16 MB cap the same sum is 48 MB, and CI measured
+    +49 MB once (230 -> 279 MB), which is why the test now runs with a smaller cap: unbounded buffering would grow
+    with the feed, ~59 MB in 22 s, far above 28 MB."""
     client_id = f"stampflow-slow-{uuid.uuid4().hex[:8]}"
     group = f"it-{topics['input']}"
     worker = start_worker(STAMPFLOW_BATCH__MAX_SIZE="32", STAMPFLOW_BATCH__MAX_WAIT_MS="50",
                           STAMPFLOW_KAFKA__PRODUCER=json.dumps({"client.id": client_id}),
+                          STAMPFLOW_KAFKA__CONSUMER=json.dumps({
+                              "queued.max.messages.kbytes": TEST_PREFETCH_KBYTES,
+                              "fetch.max.bytes": TEST_PREFETCH_KBYTES << 10,
+                              "max.partition.fetch.bytes": TEST_PREFETCH_KBYTES << 10}),
                           # a quota throttles by holding responses back: longer than a broker restart, say
                           STAMPFLOW_KAFKA__DELIVERY_TIMEOUT_S="120")
     worker.wait_metrics()
     wait_until(lambda: metric_value(worker.metrics(), "stampflow_ready") == 1, 90, "models loaded and assigned")
-    # Real alerts (68 kB each) at 40/s, 2.7 MB/s, so the 16 MB prefetch cap fills in about 6 s. The feed is
+    # Real alerts (68 kB each) at 40/s, 2.7 MB/s, so the 4 MB prefetch cap fills in a few seconds. The feed is
     # longer than the test needs and is stopped after the throttled phase: the phases, not the feed, set the time.
     feeder = Feeder(kafka_bootstrap, topics["input"], [data_dir / FINK], rate=40, repeat=40)
 
@@ -64,8 +73,7 @@ def test_slow_sink_grows_lag_not_memory(kafka_bootstrap, topics, start_worker, d
         wait_until(lambda: published(worker) > 100, 60, "the first results")
         plateau, lags_before = sample(5)  # unthrottled: the worker keeps up with the feed
         set_quota(kafka_bootstrap, client_id, 3000)
-        # The cap fills at the feed's 2.7 MB/s in about 12 s, so the first part of the throttled phase is longer
-        # than that: RSS may still rise while the queue fills (measured +15 MB in a 7 s first part), never after.
+        # RSS may rise while the queue and the fetches fill (the first part), not after it.
         (first_half, lags_1), (second_half, lags_2) = sample(15), sample(7)
     finally:
         feeder.stop()
@@ -79,7 +87,7 @@ def test_slow_sink_grows_lag_not_memory(kafka_bootstrap, topics, start_worker, d
     assert worker.wait(60) == 0, worker.log()
     t = tally(kafka_bootstrap, topics)
     base, peak = max(plateau), max(first_half + second_half)
-    prefetch_mb = 2 * PREFETCH_KBYTES / 1024  # queued.max.messages.kbytes + one fetch.max.bytes in flight
+    prefetch_mb = 3 * TEST_PREFETCH_KBYTES / 1024  # the queue, a partly consumed response, one in flight
     report("slow_sink", plateau_rss_mb=f"{base:.1f}", throttled_peak_rss_mb=f"{peak:.1f}",
            growth_pct=f"{100 * (peak - base) / base:.1f}",
            second_half_growth_mb=f"{max(second_half) - max(first_half):.1f}", max_lag_unthrottled=max(lags_before),
