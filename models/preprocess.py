@@ -95,7 +95,7 @@ def fit_geometry(img: np.ndarray, spec, pixel_scale: float | None = None) -> np.
                                             "and does not allow cropping")
         return fill_nan(img)
     if geometry == "crop":
-        return fill_nan(fit_to_spec(img, size))
+        return fill_nan_by(fit_to_spec(img, size), spec)
     if geometry == "resize":
         return resize(fill_nan(img), (size, size))
     if geometry == "resample":
@@ -118,6 +118,55 @@ def fill_nan(img: np.ndarray) -> np.ndarray:
         good = out[~bad]
         out[bad] = np.median(good) if good.size else 0.0
     return out
+
+
+#: NaN rules of `fill_nan_by`: a spec names one with a ``nan_fill`` attribute (`models.stargal_recipe`).
+NAN_FILLS = ("median", "core_max_ring_median")
+#: Width (px) of the outer ring whose median and MAD give a stamp's sky level and noise.
+RING_WIDTH = 2
+#: Side of the central box whose NaNs are a masked (saturated) core rather than missing sky.
+CORE_BOX = 5
+
+
+def ring_mask(size: int, width: int = RING_WIDTH) -> np.ndarray:
+    """(size, size) bool: the outer ``width`` rows and columns."""
+    m = np.zeros((size, size), dtype=bool)
+    m[:width] = m[-width:] = True
+    m[:, :width] = m[:, -width:] = True
+    return m
+
+
+def fill_nan_core_ring(img: np.ndarray, core: int = CORE_BOX, width: int = RING_WIDTH) -> np.ndarray:
+    """One 2-D crop: NaN/inf in the central ``core`` box -> the finite maximum, elsewhere -> the finite ring median
+    (the finite median of the stamp if the ring has none; 0 if nothing is finite). Returns a float32 copy."""
+    out = np.array(img, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(out)
+    if not bad.any():
+        return out
+    good = out[~bad]
+    if not good.size:
+        out[:] = 0.0
+        return out
+    h, w = out.shape
+    ring = out[ring_mask(h, width)] if h == w else np.zeros(0, np.float32)
+    ring = ring[np.isfinite(ring)]
+    sky = np.median(ring) if ring.size else np.median(good)
+    centre = np.zeros_like(bad)
+    t, left = (h - core) // 2, (w - core) // 2
+    centre[t:t + core, left:left + core] = True
+    out[bad & centre] = good.max()
+    out[bad & ~centre] = sky
+    return out
+
+
+def fill_nan_by(img: np.ndarray, spec) -> np.ndarray:
+    """The NaN rule ``spec`` names (``spec.nan_fill``; a spec without one: the finite median, `fill_nan`)."""
+    rule = getattr(spec, "nan_fill", "median")
+    if rule == "median":
+        return fill_nan(img)
+    if rule == "core_max_ring_median":
+        return fill_nan_core_ring(img)
+    raise ValueError(f"unknown nan_fill '{rule}' (choose from {', '.join(NAN_FILLS)})")
 
 
 # ---------------------------------------------------------------------------------------- normalisation
@@ -258,7 +307,7 @@ def prepare_images(images: np.ndarray, spec, pixel_scale: float | None = None) -
         bad = ~np.isfinite(out)
         if bad.any():
             for i, j in {(i, j) for i, j in zip(*np.nonzero(bad.any(axis=(1, 2))))}:
-                out[i, :, :, j] = fill_nan(out[i, :, :, j])
+                out[i, :, :, j] = fill_nan_by(out[i, :, :, j], spec)
         return out
     for i in range(n):
         for j in range(c):

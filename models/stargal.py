@@ -9,13 +9,16 @@ Class order is fixed: ``CLASSES = ("star", "galaxy")`` -- column 0 of every prob
 
 Probabilities: targets are +1 for the true class and -1 for the other, so the posterior mean per class
 ``mu_c`` lies near [-1, 1]. We map ``p_c = clip((mu_c + 1) / 2, 0, 1)`` and renormalise the row to sum to 1
-(a row with both clipped to 0 becomes uniform). Uncertainty is the (sigma^2-scaled) posterior variance, shared
-by both classes since the kernel is shared.
+(a row with both clipped to 0 becomes uniform). From 2.1.0 an artifact may carry a temperature ("calibration"):
+``p_star = sigmoid(a * (mu_star - mu_galaxy) / 2)``, labels unchanged. Uncertainty is the (sigma^2-scaled)
+posterior variance, shared by both classes since the kernel is shared.
 
 Speed: all distances come from one Gram-matrix product per chunk of queries against the stored training
 features, and the (k, k) neighbourhood distances are looked up in a precomputed training distance matrix, so
-we never build MuyGPyS's ``(batch, k, k, features)`` difference tensor; the kernel, posterior mean and variance
-are MuyGPyS's own (`MuyGPS.kernel`, `posterior_mean`, `posterior_variance`). Big batches are chunked.
+we never build MuyGPyS's ``(batch, k, k, features)`` difference tensor; the kernel is MuyGPyS's own
+(`MuyGPS.kernel`, looked up from the precomputed training kernel for K_in), and the posterior mean and variance
+are MuyGPyS's formulas from one batched solve (tested against `posterior_mean` / `posterior_variance`). Big
+batches are chunked. 2.1.0's stamp recipe (neighbour suppression, hand features) is `models.stargal_recipe`.
 
 No pickle anywhere: ``weights.npz`` (allow_pickle=False) holds plain arrays, ``metadata.json`` the rest.
 This module must not import ``training``; training imports the helpers here.
@@ -30,6 +33,7 @@ import numpy as np
 
 from models.base import ZTF_PIXEL_SCALE, BatchPrediction, Classifier, InputSpec, ModelInfo
 from models.preprocess import normalise
+from models.stargal_recipe import StampRecipe, hand_features, input_spec_with_nan_fill
 from schemas.errors import StampflowError
 from schemas.packet import StampKind
 
@@ -137,6 +141,19 @@ def probabilities_from_means(means: np.ndarray) -> np.ndarray:
     return np.divide(p, total, out=np.full_like(p, 1.0 / max(k, 1)), where=total > 0)
 
 
+def calibrated_probabilities(means: np.ndarray, a: float, b: float = 0.0) -> np.ndarray:
+    """Two classes: ``p_0 = sigmoid(a * s + b)`` with the score ``s = (mu_0 - mu_1) / 2``, ``p_1 = 1 - p_0``.
+
+    Temperature scaling (b = 0) of the GP's class score: ``a`` is fitted on out-of-fold predictions in training.
+    With b = 0 it keeps every label, since ``p_0 >= 0.5`` exactly when ``mu_0 >= mu_1``.
+    """
+    m = np.asarray(means, dtype=np.float64)
+    if m.ndim != 2 or m.shape[1] != 2:
+        raise ValueError(f"score calibration needs two classes, got means of shape {m.shape}")
+    p0 = 1.0 / (1.0 + np.exp(-(a * (m[:, 0] - m[:, 1]) / 2.0 + b)))
+    return np.stack([p0, 1.0 - p0], axis=1)
+
+
 class GPPredictor:
     """Exact-kNN MuyGPs prediction over fixed training features (the serving core; training reuses it)."""
 
@@ -228,13 +245,15 @@ class GPPredictor:
 
 class StarGalaxyGP(Classifier):
     """Served star/galaxy MuyGPs model. Input (N, size, size, 1) float32 stamps, NaN already filled; the stamp
-    kind and size come from the artifact's ``input_spec`` (1.0.0: 20x20 science; 2.0.0: 19x19 template)."""
+    kind and size come from the artifact's ``input_spec`` (1.0.0: 20x20 science; 2.0.0 and 2.1.0: 19x19 template);
+    2.1.0 adds the stamp recipe of `models.stargal_recipe` and a temperature on the class score."""
 
     family = "stargal"
 
     def __init__(self, info: ModelInfo, predictor: GPPredictor, normalisation: str, mean: np.ndarray,
                  components: np.ndarray | None, classes: tuple[str, ...] = CLASSES,
-                 input_spec: InputSpec = INPUT_SPEC, ood_variance: float | None = None):
+                 input_spec: InputSpec = INPUT_SPEC, ood_variance: float | None = None,
+                 recipe: StampRecipe = StampRecipe(), calibration: dict | None = None):
         super().__init__(info)
         self.predictor = predictor
         self.normalisation = normalisation
@@ -244,6 +263,10 @@ class StarGalaxyGP(Classifier):
         self._spec = input_spec
         # Out-of-distribution rule (metadata "ood"): posterior variance above what the training set shows.
         self.ood_variance = ood_variance
+        # 2.1.0 on: NaN rule, neighbour suppression and hand features (metadata "preprocessing"), and the
+        # temperature of the class score (metadata "calibration"); both absent in 1.0.0 and 2.0.0.
+        self.recipe = recipe
+        self.calibration = calibration
 
     @property
     def input_spec(self) -> InputSpec:
@@ -284,11 +307,19 @@ class StarGalaxyGP(Classifier):
             ood = meta.get("ood") or {}
             if ood and ood.get("rule") != "posterior_variance_above":
                 raise StampflowError(f"model artifact {info.path} has an unknown ood rule '{ood.get('rule')}'")
+            recipe = StampRecipe.from_metadata(meta.get("preprocessing"))
+            calibration = meta.get("calibration") or None
+            if calibration and calibration.get("method") != "temperature":
+                raise StampflowError(f"model artifact {info.path} has an unknown calibration "
+                                     f"'{calibration.get('method')}'")
             return cls(info, predictor, meta["normalisation"], arrays["feature_mean"],
-                       components if components.size else None, classes, spec,
-                       float(ood["threshold"]) if ood else None)
+                       components if components.size else None, classes,
+                       input_spec_with_nan_fill(spec, recipe.nan_fill), float(ood["threshold"]) if ood else None,
+                       recipe, calibration)
         except KeyError as exc:
             raise StampflowError(f"model artifact {info.path} is missing {exc}") from None
+        except ValueError as exc:
+            raise StampflowError(f"model artifact {info.path}: {exc}") from None
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
@@ -299,7 +330,11 @@ class StarGalaxyGP(Classifier):
         size = self._spec.size
         if batch.shape[1:] != (size, size):
             raise ValueError(f"stargal takes ({size}, {size}) stamps, got batch shape {batch.shape}")
-        return features_from_images(batch, self.normalisation, self.mean, self.components)
+        batch = self.recipe.stamps(batch)
+        feats = features_from_images(batch, self.normalisation, self.mean, self.components)
+        if self.recipe.hand_size:
+            feats = np.hstack([feats, self.recipe.scaled_hand(hand_features(batch, self.recipe.hand_size))])
+        return feats
 
     def predict_batch(self, batch: np.ndarray) -> BatchPrediction:
         n = len(batch)
@@ -307,7 +342,11 @@ class StarGalaxyGP(Classifier):
             return BatchPrediction(labels=[], probabilities=np.zeros((0, len(self._classes)), np.float32),
                                    uncertainty=np.zeros(0, np.float32), classes=self._classes)
         means, var = self.predictor.posterior(self.features(batch))
-        probs = probabilities_from_means(means)
+        if self.calibration:
+            cal = self.calibration
+            probs = calibrated_probabilities(means, float(cal["a"]), float(cal.get("b", 0.0)))
+        else:
+            probs = probabilities_from_means(means)
         labels = [self._classes[i] for i in np.argmax(means, axis=1)]
         ood = var > self.ood_variance if self.ood_variance is not None else None
         return BatchPrediction(labels=labels, probabilities=probs.astype(np.float32),

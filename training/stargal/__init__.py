@@ -1,4 +1,4 @@
-"""The star/galaxy family: a MuyGPs local Gaussian process over 20x20 ZTF science stamps (`models.stargal`).
+"""The star/galaxy family: a MuyGPs local Gaussian process over ZTF stamps (`models.stargal`; 2.x: 19x19 templates).
 
 Modules: `data` (the labelled FITS cutouts), `archive` (their replay format), `options` (``--set`` options),
 `gp` (the training-side GP classifier), `reference` and `alerts` (scoring on real alerts against PS1), `selection` (normalisation x feature model selection), `artifact`
@@ -18,7 +18,7 @@ from training.stargal.train import train
 
 FAMILY = Family(
     name="stargal",
-    summary="ZTF star/galaxy: MuyGPs Gaussian process on 20x20 science stamps",
+    summary="ZTF star/galaxy: MuyGPs Gaussian process on stamp pixels (2.x: 19x19 template, alert-trained)",
     serving=StarGalaxyGP,
     build=GPClassifier,
     options=StargalOptions,

@@ -5,11 +5,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from models.preprocess import NORMALISATIONS
+from models.preprocess import NAN_FILLS, NORMALISATIONS
 from training.family import Csv, FamilyOptions
 
 Normalisation = Literal[NORMALISATIONS]  # type: ignore[valid-type]  # the serving path's normalisations
 Optimizer = Literal["lbfgsb", "bayes", "bayes+lbfgsb"]
+NanFill = Literal[NAN_FILLS]  # type: ignore[valid-type]  # models.preprocess.fill_nan_by
 
 
 class StargalOptions(FamilyOptions):
@@ -41,7 +42,34 @@ class StargalOptions(FamilyOptions):
     alerts: Annotated[tuple[str, ...], Csv] = Field((), description="Alert files or directories whose confident "
                                                                    "PS1 references join the training set (labels "
                                                                    "only: the reference is never a feature).")
+    cv_seed: int | None = Field(None, ge=0, description="Seed of the CV folds and the GP optimisation batches "
+                                                         "(None: --seed); the hold-out split always follows --seed, "
+                                                         "so CV seeds can be compared on the same hold-out part.")
     alert_folds: int = Field(5, ge=2, description="With alerts: object-grouped folds of the alert CV score.")
+    nan_fill: NanFill = Field("median", description="NaN rule of the crop, stored in the artifact: median (the "
+                                                    "finite median) or core_max_ring_median (central 5x5: the "
+                                                    "finite maximum, a masked saturated core; elsewhere: the "
+                                                    "median of the outer 2-px ring, the sky).")
+    symmetrise: bool = Field(False, description="Soft point-symmetric neighbour suppression before normalising: "
+                                                "outside sym_radius, x = min(x, rot180(x) + sym_k_sigma * ring "
+                                                "noise) (models.stargal_recipe).")
+    sym_radius: float = Field(4.0, gt=0, description="symmetrise: pixels within this radius (px) of the centre "
+                                                     "are kept as they are.")
+    sym_k_sigma: float = Field(5.0, ge=0, description="symmetrise: how far (in ring-noise sigmas) a pixel may "
+                                                      "exceed its point-mirrored partner.")
+    hand_features_weight: float = Field(0.0, ge=0, description="Append a second-moment size and a concentration, "
+                                                               "standardised and scaled to this weight x the std "
+                                                               "of the first principal component; 0: none.")
+    hand_size: Literal["fixed", "adaptive"] = Field("fixed", description="Second-moment size: fixed 2-px "
+                                                                       "Gaussian weight (one pass) or adaptive "
+                                                                       "(weight iterated to the size, 6 passes).")
+    smoothness: float | None = Field(None, gt=0, description="Fix the Matern smoothness nu of the alert-CV and "
+                                                             "final fits (None: nu = 0.5 in the CV, optimised in "
+                                                             "the final fit as optimise_smoothness says).")
+    calibrate: Literal["none", "temperature"] = Field("none", description="temperature: p_star = sigmoid(a * "
+                                                      "(mu_star - mu_galaxy) / 2), a fitted by log-likelihood on "
+                                                      "out-of-fold predictions of the curated training part "
+                                                      "(CV folds shared with the alert folds); labels unchanged.")
     ood_quantile: float = Field(0.99, gt=0.5, lt=1, description="Out-of-distribution rule: flag a posterior "
                                                                 "variance above this quantile of the training "
                                                                 "set's leave-one-out variances.")

@@ -40,12 +40,14 @@ def features_label(dims: int) -> str:
     return f"pca{dims}" if dims else "pixels"
 
 
-def make_gp(o: StargalOptions, seed: int, *, final: bool) -> GPClassifier:
-    """A selection fit (nu fixed at 0.5, the selection optimiser) or the final fit (nu optimised for Matern)."""
+def make_gp(o: StargalOptions, seed: int, *, final: bool, smoothness: float | None = None) -> GPClassifier:
+    """A selection fit (nu fixed at 0.5, the selection optimiser) or the final fit (nu optimised for Matern);
+    ``smoothness`` fixes nu instead (the alert CV and final fit of ``--set smoothness=...``)."""
     return GPClassifier(kernel=o.kernel, nn_count=o.nn_count, batch_count=o.batch_count, init_points=o.init_points,
                         n_iter=o.n_iter, optimizer=o.final_optimizer if final else o.selection_optimizer,
-                        optimise_smoothness=final and o.optimise_smoothness and o.kernel == "matern",
-                        smoothness=0.5, seed=seed)
+                        optimise_smoothness=(final and o.optimise_smoothness and o.kernel == "matern"
+                                             and smoothness is None),
+                        smoothness=0.5 if smoothness is None else smoothness, seed=seed)
 
 
 @dataclass
