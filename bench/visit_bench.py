@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--consumer", default=None, help="JSON object of librdkafka consumer settings for the workers "
+                                                      "(their kafka.consumer), e.g. a deeper prefetch")
     args = ap.parse_args()
     import tempfile
 
@@ -195,7 +197,8 @@ def main() -> None:
         report = run_visits(bootstrap, load_alert_bytes(), first=args.visit_first, size=args.visit_size,
                             visits=args.visit_count, interval=args.visit_interval, workers=args.visit_workers,
                             partitions=args.partitions, batch=args.batch, rubin_fraction=args.rubin_fraction,
-                            pool=args.pool)
+                            pool=args.pool,
+                            extra_env={"STAMPFLOW_KAFKA__CONSUMER": args.consumer} if args.consumer else None)
     finally:
         if not args.bootstrap:
             stop_broker(run_dir)
