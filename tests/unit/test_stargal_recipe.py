@@ -1,5 +1,6 @@
 """stargal 2.1.0's stamp recipe (models.stargal_recipe), its temperature, the GP predictor's exactness, and the
-served artifacts: 2.0.0 unchanged, 2.1.0 the default with its recipe read from metadata."""
+served artifacts: 2.0.0 unchanged, 2.2.0 (2.1.0's recipe, alert stars thinned) the default with its recipe read from
+metadata."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +14,7 @@ from models.stargal import (GPPredictor, StarGalaxyGP, build_muygps, calibrated_
 from models.stargal_recipe import (StampRecipe, StargalInputSpec, hand_features, input_spec_with_nan_fill,
                                    soft_symmetrise)
 from schemas.errors import StampflowError
+from training.stargal.alert_training import thin_alert_stars
 
 S = 19
 YY, XX = np.mgrid[:S, :S] - (S - 1) / 2
@@ -155,9 +157,9 @@ def stamps(data_dir):
     return images[::20], labels[::20]
 
 
-def test_default_is_2_1_0_with_its_recipe_and_2_0_0_still_serves_as_before(stamps):
+def test_default_is_2_2_0_with_its_recipe_and_2_0_0_still_serves_as_before(stamps):
     reg = Registry()
-    assert reg.resolve("stargal").version == "2.1.0"
+    assert reg.resolve("stargal").version == "2.2.0"
     new, old = reg.load("stargal"), reg.load("stargal@2.0.0")
     assert isinstance(new, StarGalaxyGP) and isinstance(old, StarGalaxyGP)
     assert old.recipe == StampRecipe() and old.calibration is None and type(old.input_spec) is InputSpec
@@ -240,3 +242,20 @@ def test_tiny_recipe_train_writes_what_serving_reads(tmp_path, data_dir):
     means = clf.predictor.posterior(clf.features(images))[0]
     np.testing.assert_array_equal([clf.classes.index(lbl) for lbl in pred.labels], means.argmax(axis=1))
     np.testing.assert_array_equal(pred.probabilities.argmax(axis=1), means.argmax(axis=1))
+
+
+def test_thin_alert_stars_keeps_every_galaxy_and_a_seeded_share_of_stars():
+    y = np.array([0] * 100 + [1] * 7 + [0] * 20)
+    keep = thin_alert_stars(y, 0.35, seed=0)
+    assert keep[y == 1].all()
+    assert keep[y == 0].sum() == round(0.35 * 120)
+    np.testing.assert_array_equal(keep, thin_alert_stars(y, 0.35, seed=0))
+    assert not np.array_equal(keep, thin_alert_stars(y, 0.35, seed=1))
+    assert thin_alert_stars(y, 1.0, seed=0).all()
+    assert thin_alert_stars(np.array([0, 1, 1]), 0.01, seed=0).tolist() == [True, True, True]  # at least one star
+
+
+def test_default_artifact_records_its_thinning():
+    meta = Registry().resolve("stargal").metadata
+    alerts = meta["training_data"]["alerts"]
+    assert alerts["star_keep"] == 0.35 and alerts["n_star_trained"] == round(0.35 * alerts["n_star"])

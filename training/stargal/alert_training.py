@@ -113,13 +113,14 @@ def fit_design(rows: Rows, onehot: np.ndarray, design: Design, make_gp: Callable
 def alert_cv(cut: Rows, cut_onehot: np.ndarray, alerts: Rows, alert_y: np.ndarray, fold_of: np.ndarray,
              design: Design, make_gp: Callable[[], GPClassifier], quantile: float,
              tick: Callable[[], None] = lambda: None, cut_fold_of: np.ndarray | None = None,
-             ) -> dict[str, np.ndarray]:
+             trainable: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Out-of-fold posterior means, probabilities, variances and OOD flags for every alert.
 
     Fold k's model trains on the curated training cutouts plus the alerts of the other folds. With
     ``cut_fold_of`` (curated fold numbers, same count of folds) it leaves out curated fold k too and scores it,
     so every curated training cutout also gets an out-of-fold prediction (``cut_means``): what a score
-    calibration is fitted on.
+    calibration is fitted on. ``trainable`` (bool per alert, `thin_alert_stars`): alerts that may join a fold's
+    training part; every alert is scored either way.
     """
     k = int(fold_of.max()) + 1
     n = len(alert_y)
@@ -128,6 +129,8 @@ def alert_cv(cut: Rows, cut_onehot: np.ndarray, alerts: Rows, alert_y: np.ndarra
     alert_onehot = np.eye(len(CLASSES))[alert_y]
     for f in range(k):
         fit, held = fold_of != f, fold_of == f
+        if trainable is not None:
+            fit = fit & trainable
         cut_fit = cut_fold_of != f if cut_fold_of is not None else np.ones(len(cut), dtype=bool)
         rows = Rows.concat([cut.take(cut_fit), alerts.take(fit)])
         onehot = np.concatenate([cut_onehot[cut_fit], alert_onehot[fit]])
@@ -141,6 +144,24 @@ def alert_cv(cut: Rows, cut_onehot: np.ndarray, alerts: Rows, alert_y: np.ndarra
         tick()
     return {"means": means_all, "probabilities": probabilities_from_means(means_all), "variance": var,
             "out_of_distribution": flagged, "cut_means": cut_means}
+
+
+def thin_alert_stars(alert_y: np.ndarray, keep: float, seed: int) -> np.ndarray:
+    """Bool per alert: every galaxy, and a seeded ``keep`` share of the stars (at least one).
+
+    Why: alerts are ~95% stars, so near an alert-domain stamp the GP's neighbours are mostly alert stars and a
+    compact galaxy is outvoted. Balanced accuracy, and a user who asks "is this a galaxy?", weigh both classes
+    equally; thinning the stars in training moves the alert domain's prior towards that (measured in
+    docs/stargal.md). The curated cutouts are already balanced and are not thinned."""
+    y = np.asarray(alert_y)
+    out = y != CLASSES.index("star")
+    stars = np.flatnonzero(~out)
+    if keep >= 1.0 or not len(stars):
+        out[stars] = True
+        return out
+    n_keep = max(1, int(round(keep * len(stars))))
+    out[np.random.default_rng(seed).choice(stars, n_keep, replace=False)] = True
+    return out
 
 
 def fit_score_temperature(means: np.ndarray, y: np.ndarray) -> float:

@@ -46,6 +46,11 @@ class StargalOptions(FamilyOptions):
                                                          "(None: --seed); the hold-out split always follows --seed, "
                                                          "so CV seeds can be compared on the same hold-out part.")
     alert_folds: int = Field(5, ge=2, description="With alerts: object-grouped folds of the alert CV score.")
+    alert_star_keep: float = Field(1.0, gt=0, le=1, description="With alerts: the seeded share of PS1-star alerts "
+                                                                "that join the training set (CV folds and final "
+                                                                "model; every alert is still scored). Alert "
+                                                                "streams are ~95% stars, so in the alert domain the "
+                                                                "GP's neighbours, and its answers, lean to star.")
     nan_fill: NanFill = Field("median", description="NaN rule of the crop, stored in the artifact: median (the "
                                                     "finite median) or core_max_ring_median (central 5x5: the "
                                                     "finite maximum, a masked saturated core; elsewhere: the "

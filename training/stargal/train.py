@@ -28,7 +28,7 @@ from training.evaluation import classification_report, next_version, stratified_
 from training.family import TrainOptions, say
 from training.calibration import expected_calibration_error, reliability_bins
 from training.stargal.alert_data import grouped_folds, load_alert_set
-from training.stargal.alert_training import (Design, Rows, alert_cv, alert_report, fit_feature_map,
+from training.stargal.alert_training import (Design, Rows, alert_cv, alert_report, fit_feature_map, thin_alert_stars,
                                              fit_score_temperature, ood_threshold, stamp_rows)
 from training.stargal.artifact import DEFAULT_VERSION, FAMILY, NAME, metadata, weight_arrays, write_artifact
 from training.stargal.data import StarGalLoadInfo, load_stargal_dir
@@ -152,9 +152,11 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
         say(f"alerts: {len(alert_y)} with a confident PS1 reference ({int((alert_y == 0).sum())} stars, "
             f"{int((alert_y == 1).sum())} galaxies, {len(set(aset.object_ids))} objects); "
             f"{o.alert_folds}-fold CV grouped by objectId", quiet=quiet)
+        trainable = thin_alert_stars(alert_y, o.alert_star_keep, seed)
         alert_cv_result = alert_cv(rows_train, onehot_train, alert_rows, alert_y, folds, design,
                                    lambda: make_gp(o, cv_seed, final=False, smoothness=o.smoothness), o.ood_quantile,
-                                   cut_fold_of=split.fold_of if o.calibrate == "temperature" else None)
+                                   cut_fold_of=split.fold_of if o.calibrate == "temperature" else None,
+                                   trainable=trainable)
         served_probs = alert_cv_result["probabilities"]
         if o.calibrate == "temperature":
             calibration = temperature_block(alert_cv_result, split.y[split.train_idx], alert_y)
@@ -167,9 +169,11 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
         say(f"alerts CV: balanced accuracy {alerts_block['balanced_accuracy']:.3f}, recall star "
             f"{alerts_block['recall_star']:.3f} galaxy {alerts_block['recall_galaxy']:.3f}, ECE "
             f"{alerts_block['ece']:.3f}, flagged {alerts_block['abstention_rate']:.3f}", quiet=quiet)
-        rows_train = Rows.concat([rows_train, alert_rows])
-        onehot_train = np.concatenate([onehot_train, np.eye(len(CLASSES))[alert_y]])
-        alert_candids = aset.candids
+        rows_train = Rows.concat([rows_train, alert_rows.take(trainable)])
+        onehot_train = np.concatenate([onehot_train, np.eye(len(CLASSES))[alert_y[trainable]]])
+        alert_candids = [c for c, keep in zip(aset.candids, trainable) if keep]
+        alerts_block["n_star_trained"] = int((trainable & (alert_y == 0)).sum())
+        alerts_block["star_keep"] = o.alert_star_keep
 
     # -- final model: chosen variant on the whole training set (smoothness optimised unless fixed)
     fmap = fit_feature_map(rows_train, design)
@@ -203,7 +207,8 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
         meta["note"] = o.trained_on_note
     if alerts_block is not None:
         meta["training_data"]["alerts"] = {k: alerts_block[k] for k in ("paths", "messages_read", "n", "n_objects",
-                                                                        "n_star", "n_galaxy")}
+                                                                        "n_star", "n_galaxy", "n_star_trained",
+                                                                        "star_keep")}
         meta["training_data"]["alerts"]["labels"] = ("PS1 sgscore1 of the nearest source within 1\" (> 0.9 star, "
                                                     "< 0.1 galaxy); the reference is never a feature")
 
