@@ -4,7 +4,8 @@ A CNN artifact is ``model.keras`` plus ``metadata.json`` (see docs/models.md). T
 Keras safe mode (no arbitrary code, no pickle), and called through a `tf.function` with a fixed input
 signature ``(None, size, size, channels) float32``: traced once, then every batch reuses the graph. Calling
 ``model.predict`` per batch instead rebuilds its data pipeline each time and is ~30x slower on single alerts.
-Batches larger than `MAX_CHUNK` are cut so peak memory stays bounded whatever the stream's batch size.
+Batches are cut into chunks (`serving_chunk`: `MAX_CHUNK` on a GPU, smaller for large inputs on a CPU, where it is
+faster) so peak memory stays bounded whatever the stream's batch size.
 
 An artifact may also carry an uncertainty block (metadata ``calibration`` and ``ood``, written by
 `training.uncertainty.attach_uncertainty`; docs/models.md). The same one graph then also returns the last feature
@@ -30,6 +31,11 @@ from schemas.errors import StampflowError
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 256
+#: On a CPU, input values per graph call: the first convolutions' activations grow with the chunk, and past
+#: about this size they spill out of cache. Measured on the 2-core CPU at batch 256, 4 alternating runs each
+#: (BENCHMARKS.md, model inference notes): radio-first (150x150) mean 757 images/s with chunks of 32 against 672
+#: with 256, spin (80x80x3) 841 against 724; deepmerge (75x75x2, chunk 64) and morphology unchanged.
+CPU_CHUNK_VALUES = 32 * 150 * 150
 DEFAULT_WEIGHTS = "model.keras"
 
 
@@ -51,6 +57,18 @@ def device_summary() -> dict[str, Any]:
         details = tf.config.experimental.get_device_details(gpus[0])
         return {"device": "GPU", "name": details.get("device_name", gpus[0].name), "count": len(gpus)}
     return {"device": "CPU", "name": "cpu", "count": 0}
+
+
+def serving_chunk(input_shape: Sequence[int]) -> int:
+    """Images per graph call when serving: `MAX_CHUNK` on a GPU; on a CPU the largest power of two (16 to
+    `MAX_CHUNK`) whose inputs stay within `CPU_CHUNK_VALUES`. Results do not depend on it (inference mode)."""
+    if device_summary()["device"] == "GPU":
+        return MAX_CHUNK
+    values = int(np.prod([int(d) for d in input_shape]))
+    chunk = MAX_CHUNK
+    while chunk > 16 and chunk * values > CPU_CHUNK_VALUES:
+        chunk //= 2
+    return chunk
 
 
 def load_keras(path: str | Path):
@@ -359,15 +377,16 @@ class KerasCNN(Classifier):
         self.recipe = recipe
         self.uncertainty = uncertainty
         shape = (spec.size, spec.size, spec.n_channels)
+        chunk = serving_chunk(shape)
         if uncertainty is None:
-            plain = compile_predict(model, shape)
+            plain = compile_predict(model, shape, chunk=chunk)
             self._serve = lambda x: {"outputs": plain(x)}
         else:
             self._serve = compile_serving(model, shape, feature_layer=uncertainty.feature_layer,
                                           feature_rings=uncertainty.feature_rings,
                                           ood_reference=uncertainty.ood_reference, ood_k=uncertainty.ood_k,
                                           mc_from=uncertainty.mc_from, mc_samples=uncertainty.mc_samples,
-                                          mc_seed=uncertainty.mc_seed)
+                                          mc_seed=uncertainty.mc_seed, chunk=chunk)
 
     @property
     def input_spec(self) -> InputSpec:
