@@ -19,6 +19,9 @@ ZTF_PIXEL_SCALE = 1.01
 
 
 GEOMETRIES = ("exact", "crop", "resample", "resize")
+#: NaN rules of a crop (`models.preprocess.fill_nan_by`): the finite median, or a masked saturated core -> the
+#: finite maximum and other NaN -> the sky of the outer ring (star/galaxy 2.1.0 on, `models.stargal_recipe`).
+NAN_FILLS = ("median", "core_max_ring_median")
 #: Two pixel scales closer than this (relative) are the same grid: survey headers round differently.
 PIXEL_SCALE_TOLERANCE = 0.02
 TASKS = ("classification", "binary", "fractions", "regression")
@@ -51,8 +54,11 @@ class InputSpec:
     allow_crop: bool = True  # kept for the alert models of v1: False is geometry "exact"
     channels: tuple[str, ...] | None = None  # cutout packets: bands stacked as channels, in this order
     geometry: str | None = None
+    nan_fill: str = "median"  # how NaN pixels of the crop are filled (NAN_FILLS)
 
     def __post_init__(self) -> None:
+        if self.nan_fill not in NAN_FILLS:
+            raise ValueError(f"unknown nan_fill '{self.nan_fill}' (choose from {', '.join(NAN_FILLS)})")
         if isinstance(self.survey, (list, tuple)):
             object.__setattr__(self, "survey", tuple(self.survey))
         geometry = self.geometry or ("crop" if self.allow_crop else "exact")
@@ -108,11 +114,12 @@ class InputSpec:
         return {"survey": list(self.surveys), "stamp_kinds": [k.value for k in self.stamp_kinds], "size": self.size,
                 "pixel_scale": self.pixel_scale, "bands": list(self.bands) if self.bands else None,
                 "channels": list(self.channels) if self.channels is not None else None,
-                "geometry": self.geometry}
+                "geometry": self.geometry, **({"nan_fill": self.nan_fill} if self.nan_fill != "median" else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
-        known = {"survey", "stamp_kinds", "size", "pixel_scale", "bands", "channels", "geometry", "allow_crop"}
+        known = {"survey", "stamp_kinds", "size", "pixel_scale", "bands", "channels", "geometry", "allow_crop",
+                 "nan_fill"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown input_spec keys: {', '.join(sorted(unknown))}")

@@ -120,8 +120,6 @@ def fill_nan(img: np.ndarray) -> np.ndarray:
     return out
 
 
-#: NaN rules of `fill_nan_by`: a spec names one with a ``nan_fill`` attribute (`models.stargal_recipe`).
-NAN_FILLS = ("median", "core_max_ring_median")
 #: Width (px) of the outer ring whose median and MAD give a stamp's sky level and noise.
 RING_WIDTH = 2
 #: Side of the central box whose NaNs are a masked (saturated) core rather than missing sky.
@@ -160,13 +158,13 @@ def fill_nan_core_ring(img: np.ndarray, core: int = CORE_BOX, width: int = RING_
 
 
 def fill_nan_by(img: np.ndarray, spec) -> np.ndarray:
-    """The NaN rule ``spec`` names (``spec.nan_fill``; a spec without one: the finite median, `fill_nan`)."""
-    rule = getattr(spec, "nan_fill", "median")
+    """The NaN rule ``spec.nan_fill`` names (`models.base.NAN_FILLS`)."""
+    rule = spec.nan_fill
     if rule == "median":
         return fill_nan(img)
     if rule == "core_max_ring_median":
         return fill_nan_core_ring(img)
-    raise ValueError(f"unknown nan_fill '{rule}' (choose from {', '.join(NAN_FILLS)})")
+    raise ValueError(f"unknown nan_fill '{rule}'")
 
 
 # ---------------------------------------------------------------------------------------- normalisation

@@ -26,6 +26,7 @@ This module must not import ``training``; training imports the helpers here.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from models.base import ZTF_PIXEL_SCALE, BatchPrediction, Classifier, InputSpec, ModelInfo
 from models.preprocess import normalise
-from models.stargal_recipe import StampRecipe, hand_features, input_spec_with_nan_fill
+from models.stargal_recipe import StampRecipe, hand_features
 from schemas.errors import StampflowError
 from schemas.packet import StampKind
 
@@ -314,7 +315,7 @@ class StarGalaxyGP(Classifier):
                                      f"'{calibration.get('method')}'")
             return cls(info, predictor, meta["normalisation"], arrays["feature_mean"],
                        components if components.size else None, classes,
-                       input_spec_with_nan_fill(spec, recipe.nan_fill), float(ood["threshold"]) if ood else None,
+                       replace(spec, nan_fill=recipe.nan_fill), float(ood["threshold"]) if ood else None,
                        recipe, calibration)
         except KeyError as exc:
             raise StampflowError(f"model artifact {info.path} is missing {exc}") from None

@@ -6,7 +6,7 @@ artifact's ``metadata.json`` -> ``preprocessing`` block (absent: 2.0.0's behavio
 * **NaN rule** (``nan_fill = "core_max_ring_median"``): a NaN inside the central 5x5 is a masked saturated
   core, so it becomes the crop's finite maximum; any other NaN becomes the sky, the median of the finite pixels
   of the outer 2-px ring. The worker fills NaN before the model sees the stamp, so the rule travels in the
-  model's input spec (`StargalInputSpec`), which `models.preprocess` reads.
+  model's input spec (`InputSpec.nan_fill`), which `models.preprocess` reads.
 * **Soft point-symmetric neighbour suppression**: the object sits at the centre pixel, and stars and most
   galaxies are close to point-symmetric about it, while a neighbour is not. Outside ``radius`` px a pixel may
   exceed its point-mirrored partner by at most ``k_sigma`` times the ring noise:
@@ -28,8 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.base import InputSpec
-from models.preprocess import NAN_FILLS, RING_WIDTH, ring_mask, row_median
+from models.preprocess import RING_WIDTH, ring_mask, row_median
 
 #: MAD -> Gaussian sigma.
 MAD_TO_SIGMA = 1.4826
@@ -40,24 +39,6 @@ CONCENTRATION_RADII = (1.5, 4.0)
 #: Starting (and, for ``fixed``, only) width of the moments' Gaussian weight, px.
 MOMENT_WEIGHT_SIGMA = 2.0
 MOMENT_ITERATIONS = {"fixed": 1, "adaptive": 6}
-
-
-@dataclass(frozen=True, slots=True)
-class StargalInputSpec(InputSpec):
-    """An `InputSpec` that also names the NaN rule `models.preprocess` applies to the crop."""
-
-    nan_fill: str = "median"
-
-
-def input_spec_with_nan_fill(spec: InputSpec, nan_fill: str) -> InputSpec:
-    """``spec`` carrying ``nan_fill`` ("median" returns the plain spec, as 1.0.0 and 2.0.0 serve)."""
-    if nan_fill not in NAN_FILLS:
-        raise ValueError(f"unknown nan_fill '{nan_fill}' (choose from {', '.join(NAN_FILLS)})")
-    if nan_fill == "median":
-        return spec
-    return StargalInputSpec(survey=spec.survey, stamp_kinds=spec.stamp_kinds, size=spec.size,
-                            pixel_scale=spec.pixel_scale, bands=spec.bands, channels=spec.channels,
-                            geometry=spec.geometry, nan_fill=nan_fill)
 
 
 def radii_squared(size: int) -> np.ndarray:

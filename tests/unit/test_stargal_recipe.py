@@ -3,6 +3,8 @@ served artifacts: 2.0.0 unchanged, 2.2.0 (2.1.0's recipe, alert stars thinned) t
 metadata."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,7 @@ from models.preprocess import fill_nan_by, fill_nan_core_ring, prepare_images
 from models.registry import Registry
 from models.stargal import (GPPredictor, StarGalaxyGP, build_muygps, calibrated_probabilities, features_from_images,
                             probabilities_from_means)
-from models.stargal_recipe import (StampRecipe, StargalInputSpec, hand_features, input_spec_with_nan_fill,
-                                   soft_symmetrise)
+from models.stargal_recipe import StampRecipe, hand_features, soft_symmetrise
 from schemas.errors import StampflowError
 from training.stargal.alert_training import thin_alert_stars
 
@@ -92,9 +93,11 @@ def test_nan_rule_core_max_and_ring_sky():
     assert np.isfinite(out).all() and np.all(out[np.isfinite(img)] == img[np.isfinite(img)])
     # The rule travels in the spec; a plain spec keeps the finite-median fill of 1.0.0 and 2.0.0.
     plain = InputSpec(survey="ZTF", size=S, pixel_scale=1.01)
-    assert input_spec_with_nan_fill(plain, "median") is plain
-    spec = input_spec_with_nan_fill(plain, "core_max_ring_median")
-    assert isinstance(spec, StargalInputSpec) and spec.size == S and spec.as_dict() == plain.as_dict()
+    assert plain.nan_fill == "median" and "nan_fill" not in plain.as_dict()
+    spec = replace(plain, nan_fill="core_max_ring_median")
+    assert InputSpec.from_dict(spec.as_dict()).nan_fill == "core_max_ring_median"
+    with pytest.raises(ValueError, match="unknown nan_fill"):
+        replace(plain, nan_fill="zero")
     np.testing.assert_array_equal(fill_nan_by(img, spec), out)
     assert fill_nan_by(img, plain)[9, 9] == np.nanmedian(img)
     padded = np.pad(img, 22, constant_values=np.nan)
@@ -162,9 +165,9 @@ def test_default_is_2_2_0_with_its_recipe_and_2_0_0_still_serves_as_before(stamp
     assert reg.resolve("stargal").version == "2.2.0"
     new, old = reg.load("stargal"), reg.load("stargal@2.0.0")
     assert isinstance(new, StarGalaxyGP) and isinstance(old, StarGalaxyGP)
-    assert old.recipe == StampRecipe() and old.calibration is None and type(old.input_spec) is InputSpec
+    assert old.recipe == StampRecipe() and old.calibration is None and old.input_spec.nan_fill == "median"
     assert new.recipe.symmetrise and new.recipe.hand_size and new.calibration["method"] == "temperature"
-    assert getattr(new.input_spec, "nan_fill", None) == "core_max_ring_median"
+    assert new.input_spec.nan_fill == "core_max_ring_median"
     assert new.predictor.train_features.shape[1] == 18
     images, labels = stamps
     p_old, p_new = old.predict_batch(images[..., None]), new.predict_batch(images[..., None])

@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from models.preprocess import NAN_FILLS, NORMALISATIONS
+from models.base import NAN_FILLS
+from models.preprocess import NORMALISATIONS
 from training.family import Csv, FamilyOptions
 
 Normalisation = Literal[NORMALISATIONS]  # type: ignore[valid-type]  # the serving path's normalisations

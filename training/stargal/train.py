@@ -21,7 +21,7 @@ import numpy as np
 
 from models.base import ZTF_PIXEL_SCALE, InputSpec, ModelInfo
 from models.stargal import CLASSES, StarGalaxyGP, calibrated_probabilities, pca_fit, probabilities_from_means
-from models.stargal_recipe import StampRecipe, hand_features, input_spec_with_nan_fill
+from models.stargal_recipe import StampRecipe, hand_features
 from schemas.stamps import StampKind
 from schemas.errors import StampflowError
 from training.evaluation import classification_report, next_version, stratified_folds, stratified_split
@@ -65,8 +65,8 @@ def load_data(data: Path, o: StargalOptions, seed: int, quiet: bool):
 def serving_spec(o: StargalOptions) -> InputSpec:
     """What the artifact will declare: the chosen stamp kind, centre-cropped to ``size`` at ZTF's plate scale,
     with the NaN rule of ``nan_fill``."""
-    spec = InputSpec(survey="ZTF", stamp_kinds=(StampKind(o.stamp),), size=o.size, pixel_scale=ZTF_PIXEL_SCALE)
-    return input_spec_with_nan_fill(spec, o.nan_fill)
+    return InputSpec(survey="ZTF", stamp_kinds=(StampKind(o.stamp),), size=o.size, pixel_scale=ZTF_PIXEL_SCALE,
+                     nan_fill=o.nan_fill)
 
 
 def check_recipe_options(o: StargalOptions) -> None:
