@@ -52,6 +52,13 @@ class StargalOptions(FamilyOptions):
                                                                 "model; every alert is still scored). Alert "
                                                                 "streams are ~95% stars, so in the alert domain the "
                                                                 "GP's neighbours, and its answers, lean to star.")
+    curated_psf_fwhm: Annotated[tuple[Annotated[float, Field(gt=0)], ...], Csv] = Field(
+        (), max_length=2, description="With alerts: LOW,HIGH px. Each curated training cutout also joins the "
+                                      "training set as a copy broadened to a seeded FWHM in this range "
+                                      "(training.stargal.augment), the seeing of the alert templates; empty: none.")
+    curated_native_fwhm: float = Field(1.8, gt=0, description="FWHM (px) of the curated cutouts' stars, what "
+                                                              "curated_psf_fwhm broadens from (measured: "
+                                                              "docs/stargal.md).")
     nan_fill: NanFill = Field("median", description="NaN rule of the crop, stored in the artifact: median (the "
                                                     "finite median) or core_max_ring_median (central 5x5: the "
                                                     "finite maximum, a masked saturated core; elsewhere: the "
@@ -86,6 +93,13 @@ class StargalOptions(FamilyOptions):
     overwrite: bool = Field(False, description="Replace an existing artifact of the same version.")
     quiet: bool = Field(False, description="No progress bar and no progress lines on stderr.")
 
+
+    @model_validator(mode="after")
+    def _psf_range(self) -> "StargalOptions":
+        r = self.curated_psf_fwhm
+        if r and (len(r) != 2 or r[0] > r[1]):
+            raise ValueError(f"curated_psf_fwhm is LOW,HIGH with LOW <= HIGH, not {','.join(map(str, r))}")
+        return self
 
 class StargalEvaluateOptions(FamilyOptions):
     """How ``stampflow evaluate`` scores a star/galaxy artifact."""

@@ -30,6 +30,7 @@ from training.calibration import expected_calibration_error, reliability_bins
 from training.stargal.alert_data import grouped_folds, load_alert_set
 from training.stargal.alert_training import (Design, Rows, alert_cv, alert_report, fit_feature_map, thin_alert_stars,
                                              fit_score_temperature, ood_threshold, stamp_rows)
+from training.stargal.augment import broaden_psf
 from training.stargal.artifact import DEFAULT_VERSION, FAMILY, NAME, metadata, weight_arrays, write_artifact
 from training.stargal.data import StarGalLoadInfo, load_stargal_dir
 from training.stargal.evaluate import predict_images
@@ -143,6 +144,17 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
     hand_all = hand_features(stamps, o.hand_size) if with_hand else np.zeros((len(stamps), 0))
     rows_train = Rows(flat_by_norm[norm], hand_all).take(split.train_idx)
     onehot_train = split.onehot[split.train_idx]
+    n_curated, cut_fold_of = len(rows_train), split.fold_of
+    if o.curated_psf_fwhm:
+        # Template-seeing copies of the curated training cutouts (training.stargal.augment); a copy shares its
+        # original's CV fold, so no fold scores a cutout whose copy it trained on.
+        broad, _ = broaden_psf(images[split.train_idx], o.curated_psf_fwhm, o.curated_native_fwhm, seed)
+        rows_train = Rows.concat([rows_train, stamp_rows(broad, replace(recipe, hand_size=o.hand_size), norm,
+                                                         with_hand)])
+        onehot_train = np.concatenate([onehot_train, onehot_train])
+        cut_fold_of = np.concatenate([cut_fold_of, cut_fold_of])
+        say(f"curated: {n_curated} training cutouts plus as many copies broadened to FWHM "
+            f"{o.curated_psf_fwhm[0]}-{o.curated_psf_fwhm[1]} px", quiet=quiet)
     alerts_block, alert_candids, alert_cv_result, calibration = None, None, None, None
     if o.alerts:
         aset = load_alert_set([Path(a) for a in o.alerts], spec)
@@ -155,11 +167,13 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
         trainable = thin_alert_stars(alert_y, o.alert_star_keep, seed)
         alert_cv_result = alert_cv(rows_train, onehot_train, alert_rows, alert_y, folds, design,
                                    lambda: make_gp(o, cv_seed, final=False, smoothness=o.smoothness), o.ood_quantile,
-                                   cut_fold_of=split.fold_of if o.calibrate == "temperature" else None,
+                                   cut_fold_of=cut_fold_of if o.calibrate == "temperature" else None,
                                    trainable=trainable)
         served_probs = alert_cv_result["probabilities"]
         if o.calibrate == "temperature":
-            calibration = temperature_block(alert_cv_result, split.y[split.train_idx], alert_y)
+            # fitted on the curated cutouts as published (their out-of-fold predictions), not the copies
+            curated_cv = {**alert_cv_result, "cut_means": alert_cv_result["cut_means"][:n_curated]}
+            calibration = temperature_block(curated_cv, split.y[split.train_idx], alert_y)
             served_probs = calibrated_probabilities(alert_cv_result["means"], calibration["a"])
         alerts_block = alert_report(alert_y, served_probs, alert_cv_result["out_of_distribution"],
                                     aset.object_ids, o.alert_folds)
