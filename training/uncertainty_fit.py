@@ -38,17 +38,21 @@ def class_probabilities(raw: np.ndarray, task: str) -> np.ndarray:
     return raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-300)
 
 
+def minimise_log_scale(loss: Callable[[float], float], bounds: tuple[float, float]) -> float:
+    """The positive value in ``bounds`` minimising ``loss``: a bounded 1-D search over its logarithm (a scale
+    factor such as a temperature is as likely to be 0.5 as 2). One search for every calibration fit."""
+    lo, hi = np.log(bounds)
+    res = optimize.minimize_scalar(lambda log_v: loss(float(np.exp(log_v))), bounds=(lo, hi), method="bounded",
+                                   options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
 def fit_temperature(raw: np.ndarray, true: np.ndarray, task: str) -> float:
     """The temperature minimising the validation NLL (bounded 1-D search over log T)."""
     if len(true) < 2:
         raise ValueError("temperature scaling needs at least two validation examples")
-
-    def loss(log_t: float) -> float:
-        return nll(class_probabilities(temperature_scale(raw, task, float(np.exp(log_t))), task), true)
-
-    lo, hi = np.log(TEMPERATURE_BOUNDS)
-    res = optimize.minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
-    return float(np.exp(res.x))
+    return minimise_log_scale(lambda t: nll(class_probabilities(temperature_scale(raw, task, t), task), true),
+                              TEMPERATURE_BOUNDS)
 
 
 def fit_std_calibration(mean: np.ndarray, mc_std: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

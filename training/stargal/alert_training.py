@@ -167,16 +167,9 @@ def thin_alert_stars(alert_y: np.ndarray, keep: float, seed: int) -> np.ndarray:
 def fit_score_temperature(means: np.ndarray, y: np.ndarray) -> float:
     """``a`` of ``p_star = sigmoid(a * (mu_star - mu_galaxy) / 2)`` minimising the negative log-likelihood of the
     true classes (bounded 1-D search over log a; b stays 0 so no label changes)."""
-    from scipy import optimize
+    from training.uncertainty_fit import minimise_log_scale, nll
 
-    from training.uncertainty_fit import nll
-
-    def loss(log_a: float) -> float:
-        return nll(calibrated_probabilities(means, float(np.exp(log_a))), y)
-
-    res = optimize.minimize_scalar(loss, bounds=(np.log(0.05), np.log(100.0)), method="bounded",
-                                   options={"xatol": 1e-4})
-    return float(np.exp(res.x))
+    return minimise_log_scale(lambda a: nll(calibrated_probabilities(means, a), y), (0.05, 100.0))
 
 
 def alert_report(y: np.ndarray, probs: np.ndarray, flagged: np.ndarray, object_ids: list[str],
