@@ -34,7 +34,24 @@ VARIANTS = {
     "extra_wide": dict(extra=True, augment="dihedral", labels="literature", filters=(24, 48, 96, 96)),
     "extra_rotate": dict(extra=True, augment="rotate", labels="literature"),
     "extra_unweighted": dict(extra=True, augment="dihedral", labels="literature", weighting="none"),
+    # third session (pool with the pixel guard, best epoch by carved balanced accuracy, --select)
+    "baseline_sel": dict(extra=False, augment="rotate", labels="literature"),
+    "deep": dict(extra=False, augment="rotate", labels="literature", filters=(16, 24, 48, 96), extra_conv=96),
+    "deep_sqrt": dict(extra=False, augment="rotate", labels="literature", filters=(16, 24, 48, 96), extra_conv=96,
+                      stretch="sqrt"),
+    "sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt"),
+    "deep_sqrt_extra": dict(extra=True, augment="rotate", labels="literature", filters=(16, 24, 48, 96),
+                            extra_conv=96, stretch="sqrt"),
 }
+
+
+def stretched(x: np.ndarray, stretch: str | None) -> np.ndarray:
+    """The recipe's ``stretch`` step on min-max scaled stamps (models.preprocess.apply_recipe)."""
+    if not stretch:
+        return x
+    from models.preprocess import stretch_images
+
+    return stretch_images(x, stretch)
 
 
 def accuracy(y: np.ndarray, p: np.ndarray) -> float:
@@ -42,35 +59,40 @@ def accuracy(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def balanced(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean per-class recall: the carved part is 52% FRII, Griese valid is balanced (50 per class)."""
-    pred = p.argmax(axis=1)
-    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+    """Mean per-class recall: the carved part is ~half FRII, Griese valid is balanced (50 per class)."""
+    from training.radio.ensemble import balanced_accuracy
+
+    return balanced_accuracy(y, p.argmax(axis=1))
 
 
-def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, batch: int, lr: float) -> dict:
+def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, batch: int, lr: float,
+                select: bool = False) -> dict:
     from training.radio.ensemble import dihedral_average, train_network
     from training.radio.pool import load_pool_cache
 
     spec = VARIANTS[variant]
     pool = load_pool_cache(cache)
     fit, val = pool.fit_mask(extra=spec["extra"]), pool.carved_mask()
+    x = stretched(pool.x, spec.get("stretch"))
     t0 = time.perf_counter()
-    model, info = train_network(pool.x[fit], pool.y[fit], pool.x[val], pool.y[val],
+    model, info = train_network(x[fit], pool.y[fit], x[val], pool.y[val],
                                 sub=pool.sublabels[fit] if spec["labels"] == "CDL1" else None,
                                 epochs=epochs, batch=batch, lr=lr, seed=seed, augment=spec["augment"],
-                                filters=spec.get("filters"), weighting=spec.get("weighting", "balanced"))
+                                filters=spec.get("filters"), weighting=spec.get("weighting", "balanced"),
+                                extra_conv=spec.get("extra_conv", 0), select=select)
     seconds = time.perf_counter() - t0
-    p_plain = dihedral_average(model, pool.x[val], transforms=1)
-    p_tta = dihedral_average(model, pool.x[val], transforms=8)
+    p_plain = dihedral_average(model, x[val], transforms=1)
+    p_tta = dihedral_average(model, x[val], transforms=8)
     yv = pool.y[val]
     res = {"variant": variant, "seed": seed, "epochs": epochs, "batch": batch, "lr": lr, **spec,
            "n_fit": int(fit.sum()), "n_val": int(val.sum()), "seconds": seconds,
            "train_images_per_s": info["images_per_s"],
            "val_accuracy": accuracy(yv, p_plain), "val_accuracy_tta8": accuracy(yv, p_tta),
            "val_balanced_accuracy": balanced(yv, p_plain), "val_balanced_accuracy_tta8": balanced(yv, p_tta),
-           "params": int(model.count_params())}
+           "params": int(model.count_params()), "select": select, "best_epoch": info.get("best_epoch"),
+           "history": info["history"]}
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{variant}_seed{seed}"
+    stem = f"{variant}_seed{seed}" + (f"_e{epochs}_sel" if select else "")   # the first session's names unchanged
     np.savez(out / f"{stem}.npz", p_plain=p_plain, p_tta=p_tta, y=yv)
     model.save(out / f"{stem}.keras")
     res["filters"] = list(res["filters"]) if res.get("filters") else None
@@ -102,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--select", action="store_true", help="restore the best epoch by carved balanced accuracy")
     a = ap.parse_args(argv)
     if a.ensemble:
         score_ensemble(a.out, a.ensemble.split(","))
     if a.variant:
-        run_variant(a.cache, a.out, a.variant, a.epochs, a.seed, a.batch, a.lr)
+        run_variant(a.cache, a.out, a.variant, a.epochs, a.seed, a.batch, a.lr, a.select)
     return 0
 
 

@@ -6,8 +6,8 @@ were made (this is the data's ceiling, not a tuning step), and draws the images 
 the centre 150x150 stamp (square-root stretch) titled with the literature label and every variant's most common
 wrong answer. Writes OUT/radio_valid_unsolved.png and OUT/radio_valid_unsolved.json.
 
-    python bench/radio_gallery.py --cache /tmp/radio2/pool --runs /tmp/radio2/runs --out docs/images \
-        --models radio-first@1.0.0,radio-first@2.0.0
+    python bench/radio_gallery.py --cache /tmp/radio3/pool --runs /tmp/radio2/runs,/tmp/radio3/runs --out docs/img \
+        --models radio-first@1.0.0,/tmp/radio3/out/radio-first/2.0.0
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--runs", type=Path, required=True)
+    ap.add_argument("--runs", required=True, help="comma list of directories of bench/radio_ablation.py runs")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--models", default="", help="registry specs scored through the serving path too")
     a = ap.parse_args(argv)
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     from models.cnn import KerasCNN
+    from models.preprocess import stretch_images
     from models.registry import Registry
     from training.radio.ensemble import dihedral_average
     from training.radio.pool import load_pool_cache
@@ -49,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     x, raw, y = pool.x[valid], pool.raw[valid], pool.y[valid]
     ids = np.array(pool.ids)[valid]
     preds: dict[str, np.ndarray] = {}
-    for path in sorted(a.runs.glob("*.keras")):
+    for path in sorted(p for d in a.runs.split(",") for p in Path(d).glob("*.keras")):
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
-        preds[path.stem] = dihedral_average(model, x, 1).argmax(axis=1)
-        preds[path.stem + "+tta8"] = dihedral_average(model, x, 8).argmax(axis=1)
+        record = path.with_suffix(".json")
+        # a run trained on stretched stamps is scored on the same stretch (its recipe's "stretch" step)
+        stretch = json.loads(record.read_text()).get("stretch") if record.exists() else None
+        xs = stretch_images(x, stretch) if stretch else x
+        preds[path.stem] = dihedral_average(model, xs, 1).argmax(axis=1)
+        preds[path.stem + "+tta8"] = dihedral_average(model, xs, 8).argmax(axis=1)
     for spec in filter(None, a.models.split(",")):
         clf = KerasCNN.load(Registry().resolve(spec))
         preds[spec] = np.array([GRIESE_CLASSES.index(lbl) for lbl in clf.predict_batch(raw).labels])

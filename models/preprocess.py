@@ -6,7 +6,7 @@ the same geometry and the same normalisation:
 * geometry: `centre_crop`, `pad_to` (NaN padding), `fit_to_spec` (crop or pad each axis), `resize`,
   `fit_geometry` (an `InputSpec`'s exact / crop / resample / resize), `fill_nan`;
 * per-image normalisations for batches: `normalise(x, method)` with ``method`` in `NORMALISATIONS`,
-  `sigma_clip`, and `apply_recipe` (a model's recipe: scale, clip_sigma, normalise);
+  `sigma_clip`, and `apply_recipe` (a model's recipe: scale, clip_sigma, normalise, stretch);
 * arrays to model input: `prepare_images` (training and evaluation);
 * packets to arrays: `prepare_input` (one packet) and `prepare_batch` (many, isolating per-packet failures).
 
@@ -263,12 +263,26 @@ def sigma_clip(x: np.ndarray, k: float) -> np.ndarray:
     return restore(np.where(rows < med + np.float32(k) * sigma, med, rows))
 
 
-RECIPE_KEYS = ("scale", "clip_sigma", "normalise")
+RECIPE_KEYS = ("scale", "clip_sigma", "normalise", "stretch")
+STRETCHES = ("sqrt", "asinh")
+_ASINH_SOFTENING = 0.1   # asinh(x / 0.1) / asinh(1 / 0.1): linear below ~0.1 of the peak, logarithmic above
+
+
+def stretch_images(x: np.ndarray, method: str) -> np.ndarray:
+    """A brightness stretch of [0, 1]-scaled stamps (after ``normalise: minmax``), returning float32 in [0, 1]:
+    ``sqrt`` or ``asinh``. Lifts faint extended emission (radio lobes) towards the bright core; 0 and 1 stay."""
+    if method not in STRETCHES:
+        raise ValueError(f"unknown stretch '{method}' (choose from {', '.join(STRETCHES)})")
+    arr = np.clip(np.asarray(x, dtype=np.float32), 0.0, None)
+    if method == "sqrt":
+        return np.sqrt(arr)
+    a = np.float32(_ASINH_SOFTENING)
+    return (np.arcsinh(arr / a) / np.arcsinh(np.float32(1.0) / a)).astype(np.float32)
 
 
 def apply_recipe(x: np.ndarray, recipe: dict | None) -> np.ndarray:
     """A model's normalisation, identical in training and serving: ``scale``, then ``clip_sigma``, then
-    ``normalise`` (see docs/models.md). Input must be NaN-free (the geometry step fills NaN)."""
+    ``normalise``, then ``stretch`` (see docs/models.md). Input must be NaN-free (the geometry step fills NaN)."""
     recipe = recipe or {}
     unknown = set(recipe) - set(RECIPE_KEYS)
     if unknown:
@@ -279,7 +293,10 @@ def apply_recipe(x: np.ndarray, recipe: dict | None) -> np.ndarray:
         out = out * np.float32(recipe["scale"])
     if recipe.get("clip_sigma") is not None:
         out = sigma_clip(out, float(recipe["clip_sigma"]))
-    return normalise(out, recipe.get("normalise") or "raw")
+    out = normalise(out, recipe.get("normalise") or "raw")
+    if recipe.get("stretch") is not None:
+        out = stretch_images(out, str(recipe["stretch"]))
+    return out
 
 
 def prepare_images(images: np.ndarray, spec, pixel_scale: float | None = None) -> np.ndarray:

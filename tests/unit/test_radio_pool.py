@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.radio.dedup import coordinate_matches, image_hashes, max_ncc, shifted_ncc
+from training.radio.dedup import coordinate_matches, image_hashes, max_ncc, ncc_pairs, pixel_difference, shifted_ncc
 from training.radio.ensemble import DIHEDRAL, dihedral, fold_matrix, fold_probabilities, served_model
 from training.radio.network import CLASSES, build_model
 
@@ -34,6 +34,65 @@ def test_shifted_copy_is_a_near_duplicate_and_another_field_is_not():
     best, which = max_ncc(np.stack([other, a]), np.stack([shifted, _blob_field(rng, 3)]), shift=3, window=48,
                           coarse_bin=2, coarse_min=0.5)
     assert best[0] > 0.99 and which[0] == 1 and best[1] < 0.99
+
+
+def test_pixel_test_tells_a_reused_cutout_from_another_compact_source():
+    """Two unresolved sources are both a centred beam (NCC > 0.99); a re-used cutout has the same pixels."""
+    yy, xx = np.mgrid[:300, :300]
+    rng = np.random.default_rng(2)
+
+    def beam(cy, cx, noise):
+        img = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.5 ** 2)) + rng.normal(0, noise, yy.shape)
+        return np.clip(np.round(np.where(img > 25, img, 0)), 0, 255).astype(np.uint8)
+
+    a = beam(150.0, 150.0, 2.0)
+    reused = np.roll(a, (1, -2), axis=(0, 1))          # the same pixels, shifted: a duplicate
+    other = beam(150.15, 149.85, 2.0)                  # another compact source: a sub-pixel offset, own noise
+    s = lambda im: np.sqrt(im.astype(np.float32) / 255)[75:225, 75:225]  # noqa: E731
+    pairs = ncc_pairs(s(a)[None], np.stack([s(reused), s(other)]), 0.99)
+    assert {int(j) for _, j in pairs} == {0, 1}        # NCC alone cannot tell them apart
+    assert pixel_difference(a, reused) == 0.0
+    assert pixel_difference(a, other) >= 10.0
+
+
+def test_stretch_lifts_faint_emission_and_keeps_the_ends():
+    from models.preprocess import apply_recipe, stretch_images
+
+    x = np.array([[[0.0, 0.04], [0.25, 1.0]]], dtype=np.float32)
+    np.testing.assert_allclose(stretch_images(x, "sqrt"), [[[0.0, 0.2], [0.5, 1.0]]], rtol=1e-6)
+    a = stretch_images(x, "asinh")
+    assert a[0, 0, 0] == 0 and a[0, 1, 1] == pytest.approx(1.0) and a[0, 0, 1] > 0.04
+    raw = np.array([[[2.0, 3.0], [6.0, 18.0]]], dtype=np.float32)
+    plain = apply_recipe(raw, {"normalise": "minmax"})
+    np.testing.assert_array_equal(apply_recipe(raw, {"normalise": "minmax", "stretch": None}), plain)
+    np.testing.assert_allclose(apply_recipe(raw, {"normalise": "minmax", "stretch": "sqrt"}), np.sqrt(plain))
+    with pytest.raises(ValueError, match="unknown stretch"):
+        stretch_images(x, "log")
+
+
+def test_served_model_copies_the_extra_convolution():
+    a = build_model(n_classes=4, size=32, filters=(4, 8), dense=8, seed=0, extra_conv=12)
+    m = served_model([a])
+    x = np.random.default_rng(0).random((3, 32, 32, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(m(x, training=False)), np.asarray(a(x, training=False)), rtol=1e-5,
+                               atol=1e-6)
+    assert m.get_layer("m0_conv2b").filters == 12
+
+
+def test_best_epoch_by_balanced_accuracy_is_restored():
+    from training.cnn import predict_array
+    from training.radio.ensemble import balanced_accuracy, train_network
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(4), 8)
+    x = rng.random((32, 32, 32, 1), dtype=np.float32) * 0.2
+    for c in range(4):  # a bright quadrant per class: learnable in a few epochs
+        x[y == c, (c // 2) * 16:(c // 2) * 16 + 16, (c % 2) * 16:(c % 2) * 16 + 16] += 0.8
+    model, info = train_network(x, y, x, y, epochs=3, batch=8, seed=0, augment="dihedral", filters=(4, 8),
+                                select=True)
+    scores = info["history"]["val_balanced_accuracy"]
+    assert len(scores) == 3 and info["best_epoch"] == int(np.argmax(scores)) + 1
+    assert balanced_accuracy(y, predict_array(model, x).argmax(axis=1)) == pytest.approx(max(scores))
 
 
 def test_image_hashes_and_coordinate_matches():
@@ -83,3 +142,31 @@ def test_bundled_1_0_0_reproduces_its_recorded_valid_accuracy(data_dir):
     pred = clf.predict_batch(x)
     acc = float(np.mean([CLASSES.index(lbl) == y for lbl, y in zip(pred.labels, valid.labels)]))
     assert acc == pytest.approx(0.845, abs=0.006)  # 169 / 200, as released
+
+
+def test_pixel_guard_on_real_griese_compacts_catches_a_reused_cutout(data_dir):
+    """On the real Griese Compact images: train/valid pairs at NCC >= 0.99 are never pixel-identical (the
+    measured fact behind guard=pixels), and a re-used, shifted copy of a valid image planted among the train
+    images is caught by the guard while the real train images pass."""
+    from training.radio.griese import load_griese
+    from training.radio.pool import _pixel_guard
+
+    g = load_griese(data_dir / GRIESE_ZIP, split="train,valid")
+    compact = CLASSES.index("Compact")
+    valid = np.flatnonzero((g.splits == "valid") & (g.labels == compact))[:25]
+    train = np.flatnonzero((g.splits == "train") & (g.labels == compact))[:60]
+    planted = np.roll(g.images[valid[3]], (1, 2), axis=(0, 1))[None]
+    images = np.concatenate([g.images[valid], g.images[train], planted])
+    n_v = len(valid)
+    x = images.astype(np.float32)
+    x = x / np.maximum(x.reshape(len(x), -1).max(axis=1), 1)[:, None, None]
+    stretched = np.sqrt(x[:, 75:225, 75:225])
+    near = np.arange(n_v, len(images))       # every train image (and the planted copy) as an NCC candidate
+    source = np.array(["griese"] * len(images))
+    dropped, info = _pixel_guard(images, stretched, np.arange(n_v), near, source, 0.99)
+    assert len(images) - 1 in dropped                    # the re-used cutout stays out
+    pairs = ncc_pairs(stretched[:n_v], stretched[n_v:-1], 0.99)
+    assert len(pairs) > 0                                 # real NCC twins exist among these compacts
+    diffs = [pixel_difference(images[i], images[n_v + j]) for i, j in pairs]
+    assert min(diffs) > 2.0                               # none is the same pixels
+    assert info["checked"] == len(near)

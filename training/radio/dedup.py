@@ -103,3 +103,42 @@ def coordinate_matches(ra1, dec1, ra2, dec2, radius_arcsec: float) -> list[tuple
         for j in np.flatnonzero(sep < radius_arcsec):
             out.append((i, int(j), float(sep[j])))
     return out
+
+
+def ncc_pairs(query: np.ndarray, pool: np.ndarray, threshold: float, *, shift: int = 3, window: int = 96,
+              chunk: int = 64) -> np.ndarray:
+    """Every (query index, pool index) pair whose full-resolution NCC (central ``window`` pixels, best over
+    shifts up to ``shift``) reaches ``threshold``: (K, 2) int array. Unlike `max_ncc` it keeps all partners of
+    an image, which the pixel test below needs."""
+    q_win, p_win = centre(query, window + 2 * shift), centre(pool, window + 2 * shift)
+    out = []
+    for i0 in range(0, len(query), chunk):
+        ncc = shifted_ncc(q_win[i0:i0 + chunk], p_win, shift)
+        hit = np.argwhere(ncc >= threshold)
+        hit[:, 0] += i0
+        out.append(hit)
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=int)
+
+
+def pixel_difference(a: np.ndarray, b: np.ndarray, *, shift: int = 3, size: int = 150) -> float:
+    """Smallest, over integer shifts of ``b`` by up to ``shift`` pixels, of the largest absolute difference
+    between two published 8-bit images (each rescaled to a peak of 255) in their central ``size`` pixels.
+
+    Why: within one data set (Griese's pipeline: one FIRST mosaic, one clip, one 8-bit scaling), a re-used
+    cutout of a source is the same pixels, possibly shifted by a pixel or two, so this is ~0-2 grey levels.
+    Two *different* unresolved sources are both a centred beam, NCC > 0.99, but their pixels differ by the
+    noise and the sub-pixel position of the peak: >= 10 grey levels on every pair of different Griese ``valid``
+    images measured (docs/radio.md)."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    a = a * (255.0 / a.max()) if a.max() > 0 else a
+    b = b * (255.0 / b.max()) if b.max() > 0 else b
+    h, w = a.shape
+    t, l_ = (h - size) // 2 + shift, (w - size) // 2 + shift
+    core = a[t:t + size - 2 * shift, l_:l_ + size - 2 * shift]
+    best = np.inf
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            moved = b[t + dy:t + dy + size - 2 * shift, l_ + dx:l_ + dx + size - 2 * shift]
+            best = min(best, float(np.abs(core - moved).max()))
+    return best

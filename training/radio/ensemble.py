@@ -46,21 +46,66 @@ def make_augment(kind: str, seed: int):
 def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None, *,
                   sub: np.ndarray | None = None, epochs: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                   augment: str = "dihedral", filters: Sequence[int] | None = None, desc: str = "radio",
-                  weighting: str = "balanced"):
+                  weighting: str = "balanced", extra_conv: int = 0, select: bool = False):
     """One network, fixed epochs (no early stopping: every arm gets the same budget); ``weighting``: balanced
     class weights (each class counts equally) or none (each image counts equally).
 
     ``sub``: train on the 5 CDL1 codes instead of ``y`` (the returned network then has 5 outputs: fold them
-    with `fold_probabilities` or `served_model`)."""
+    with `fold_probabilities` or `served_model`).
+
+    ``select``: after every epoch score the balanced accuracy (mean per-class recall) on (x_val, y_val) and
+    restore the best epoch's weights at the end (the carved part is ~half FRII, Griese valid is balanced)."""
     target = y_fit if sub is None else sub
     k = int(target.max()) + 1 if sub is not None else len(GRIESE_CLASSES)
-    model = build_model(n_classes=k, seed=seed, filters=tuple(filters or CONV_FILTERS))
+    model = build_model(n_classes=k, size=int(x_fit.shape[1]), seed=seed, filters=tuple(filters or CONV_FILTERS),
+                        extra_conv=extra_conv)
     compile_model(model, lr, epochs * int(np.ceil(len(target) / batch)))
     val = (x_val, y_val) if x_val is not None and sub is None else None
+    chooser = BestBalanced(x_val, y_val) if select and val is not None else None
     result = fit(model, (x_fit, target), val, epochs=epochs, batch_size=batch, augment=make_augment(augment, seed),
-                 seed=seed, desc=desc, class_weight=class_weights(target, k) if weighting == "balanced" else None)
-    return model, {"images_per_s": result.images_per_s, "seconds": result.seconds, "history": result.history,
-                   "epochs_run": result.epochs_run, "outputs": k}
+                 seed=seed, desc=desc, class_weight=class_weights(target, k) if weighting == "balanced" else None,
+                 callbacks=[chooser.callback()] if chooser else ())
+    history = dict(result.history)
+    best = None
+    if chooser:
+        best = chooser.restore(model)
+        history["val_balanced_accuracy"] = chooser.scores
+    return model, {"images_per_s": result.images_per_s, "seconds": result.seconds, "history": history,
+                   "epochs_run": result.epochs_run, "outputs": k, "best_epoch": best}
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``y``."""
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+class BestBalanced:
+    """Best-epoch selection on the balanced accuracy of a validation part (a Keras callback via `callback`)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x, self.y = x, y
+        self.scores: list[float] = []
+        self.best_weights = None
+        self.best_epoch: int | None = None
+
+    def callback(self):
+        import keras
+
+        chooser = self
+
+        class _Epoch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                score = balanced_accuracy(chooser.y, predict_array(self.model, chooser.x).argmax(axis=1))
+                if not chooser.scores or score > max(chooser.scores):
+                    chooser.best_weights, chooser.best_epoch = self.model.get_weights(), epoch + 1
+                chooser.scores.append(score)
+
+        return _Epoch()
+
+    def restore(self, model) -> int | None:
+        if self.best_weights is not None:
+            model.set_weights(self.best_weights)
+        return self.best_epoch
 
 
 # CDL1 splits Griese's Bent into two groups (codes 3 and 4); the served classes are Griese's four.
@@ -92,9 +137,11 @@ def served_model(members: Sequence[Any], name: str = "radio_first"):
     for i, m in enumerate(members):
         k = int(m.outputs[0].shape[-1])
         # the member's own widths, read off its layers (build_model's fixed layer names)
-        filters = tuple(layer.filters for layer in m.layers if type(layer).__name__ == "Conv2D")
+        convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D"]
+        extra = [c.filters for c in convs if c.name.endswith("b")]
+        filters = tuple(c.filters for c in convs if not c.name.endswith("b"))
         copy = build_model(n_classes=k, size=int(shape[0]), filters=filters, dense=m.get_layer("dense").units,
-                           prefix=f"m{i}_", inputs=inp)
+                           prefix=f"m{i}_", inputs=inp, extra_conv=extra[0] if extra else 0)
         copy.set_weights(m.get_weights())
         out = copy.outputs[0]
         if k != len(GRIESE_CLASSES):

@@ -11,7 +11,9 @@ DEFAULT_PATIENCE = 25
 
 
 class RadioOptions(FamilyOptions):
-    """Training options; the defaults are what trained the bundled ``radio-first``."""
+    """Training options; the defaults are what trained the bundled ``radio-first`` 1.0.0 (``pool=false``) and, with
+    ``pool=true`` and ``--epochs`` left at the pool's default (80), the second 2.0.0 candidate (docs/radio.md;
+    measured, not shipped: 0.840 on Griese valid against 1.0.0's 0.845)."""
 
     dataset: str | None = Field(None, description="griese, frdeep-first, frdeep-nvss or mirabest (frdeep = "
                                                   "frdeep-first); None: detected from the data path.")
@@ -32,10 +34,11 @@ class RadioOptions(FamilyOptions):
                                           "the radio-first 2.0.0 recipe.")
     members: int = Field(1, ge=1, le=8, description="pool: networks averaged in the served graph (seeds seed, "
                                                     "seed+1, ...).")
-    augment: Literal["dihedral", "rotate"] = Field("dihedral", description="pool: the 8 dihedral symmetries "
+    augment: Literal["dihedral", "rotate"] = Field("rotate", description="pool: the 8 dihedral symmetries "
                                                                           "(exact) or any-angle rotation + flips.")
-    extra: bool = Field(True, description="pool: train on MiraBest and FR-DEEP FIRST too; false: Griese train only "
-                                          "(still guarded by the pool's dedup; radio-first 2.0.0 is this arm).")
+    extra: bool = Field(False, description="pool: train on MiraBest and FR-DEEP FIRST too; false: Griese train "
+                                           "only (still guarded by the pool's dedup; radio-first 2.0.0 is this "
+                                           "arm).")
     cdl1: bool = Field(False, description="pool: train on Label_CDL1 (Bent split in two groups), folded back to "
                                           "the four classes in the served graph.")
     mirabest: str | None = Field(None, description="pool: MiraBest batches; None: $STAMPFLOW_DATA/radio/"
@@ -43,12 +46,24 @@ class RadioOptions(FamilyOptions):
     frdeep: str | None = Field(None, description="pool: FR-DEEP FIRST batches; None: $STAMPFLOW_DATA/radio/"
                                                  "frdeep/FIRST_PNG_dataset.tar.gz.")
     dedup_ncc: float = Field(0.99, gt=0, le=1, description="pool: near-duplicate threshold (NCC).")
+    guard: Literal["pixels", "ncc"] = Field(
+        "pixels", description="pool: the valid guard. ncc: drop every image within dedup_ncc of a valid image "
+                              "(the first 2.0.0 candidate); pixels: also keep a Griese train image whose pixels "
+                              "differ from each such valid image by >= 10 grey levels (training.radio.pool).")
     pool_cache: str | None = Field(None, description="pool: directory of a saved pool (save_pool_cache); built "
                                                      "and saved there when absent.")
     members_from: str | None = Field(None, description="pool: comma list of member networks (.keras) already "
                                                        "trained by training.radio.ensemble.train_network on this "
                                                        "pool (bench/radio_ablation.py runs): assembled and recorded "
                                                        "instead of trained again.")
+    arch: Literal["v1", "deep"] = Field("deep", description="pool: the network. v1: 1.0.0's (16, 32, 64, 64); "
+                                                           "deep: (16, 24, 48, 96) and a second 96-channel 3x3 "
+                                                           "convolution on the 9x9 grid (training.radio.network).")
+    stretch: Literal["none", "sqrt", "asinh"] = Field("sqrt", description="pool: brightness stretch after min-max "
+                                                                         "(recipe key 'stretch', "
+                                                                         "models.preprocess.stretch_images).")
+    select: bool = Field(True, description="pool: restore the epoch with the best balanced accuracy on the carved "
+                                           "validation part (false: the last epoch).")
     uncertainty: bool = Field(True, description="pool: fit calibration and the out-of-distribution rule "
                                                 "(training.uncertainty) on the carved validation part.")
 

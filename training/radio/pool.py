@@ -14,7 +14,11 @@ Label mapping (written down in docs/radio.md):
 
 Deduplication (`training.radio.dedup`), in this order:
 1. ``valid``: any image whose NCC with a Griese ``valid`` image reaches ``threshold`` is removed (from every
-   set, Griese ``train`` included);
+   set, Griese ``train`` included), except, with ``guard="pixels"``, a Griese ``train`` image whose pixels differ
+   by >= PIXEL_DISTINCT grey levels from every such ``valid`` image: within Griese (one pipeline, one 8-bit
+   scaling) a re-used cutout is the same pixels, while two different compact sources in empty fields reach
+   NCC > 0.99 with pixels >= 10 levels apart (docs/radio.md). The full 300x300 field does not help: the noise is
+   clipped to 0, so most compact fields are empty and their full-field NCC equals the central one;
 2. the carved validation part (a seeded stratified share of Griese ``train``): MiraBest/FR-DEEP images that
    reach ``threshold`` with one of its images are removed from the pool, so the ablation numbers are honest;
 3. across sets: exact hash matches, then MiraBest/FR-DEEP images reaching ``threshold`` with a Griese
@@ -38,10 +42,15 @@ from models.base import InputSpec
 from models.preprocess import apply_recipe, prepare_images
 from schemas.errors import StampflowError
 from training.evaluation import stratified_split_fractions
-from training.radio.dedup import coordinate_matches, image_hashes, max_ncc
+from training.radio.dedup import coordinate_matches, image_hashes, max_ncc, ncc_pairs, pixel_difference
 from training.radio.sets import GRIESE_CLASSES, RadioSet
 
 NEAR_DUP_NCC = 0.99
+# guard "pixels": a Griese train image that reaches NEAR_DUP_NCC with a Griese valid image is still a duplicate
+# unless its pixels differ from that image by >= PIXEL_DISTINCT grey levels (of 255) at every shift (see
+# `dedup.pixel_difference`; measured in docs/radio.md: a re-used cutout would be ~0-2 levels; the 136 pairs of
+# *different* valid images at NCC >= 0.99 differ by 12-63, so 10, below their minimum, is on the conservative side).
+PIXEL_DISTINCT = 10.0
 COORD_RADIUS_ARCSEC = 30.0   # the CSVs round positions to 0.001 deg (3.6"); a source's catalogue position can
 #                              differ by a beam or two between catalogues
 EXTRA_SETS = ("mirabest", "frdeep-first")
@@ -93,8 +102,11 @@ def read_positions(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, s
 
 def build_pool(griese: RadioSet, extras: dict[str, RadioSet], spec: InputSpec, recipe: dict[str, Any], *,
                griese_path: Path, csv_dir: Path | None, val_fraction: float = 0.15, seed: int = 0,
-               threshold: float = NEAR_DUP_NCC, say: Callable[[str], None] = print) -> FirstPool:
-    """Assemble, map labels, deduplicate (see the module docstring). ``griese`` holds train and valid."""
+               threshold: float = NEAR_DUP_NCC, guard: str = "pixels",
+               say: Callable[[str], None] = print) -> FirstPool:
+    """Assemble, map labels, deduplicate (see the module docstring). ``griese`` holds train and valid.
+    ``guard``: "ncc" drops every image within ``threshold`` of a valid image; "pixels" keeps a Griese train
+    image whose NCC partners in valid all differ from it by >= PIXEL_DISTINCT grey levels (extra sets: NCC)."""
     sets = [griese, *[extras[k] for k in EXTRA_SETS if k in extras]]
     raw = np.concatenate([prepare_images(s.images, spec, s.pixel_scale) for s in sets])
     x = apply_recipe(raw, recipe)
@@ -137,8 +149,14 @@ def build_pool(griese: RadioSet, extras: dict[str, RadioSet], spec: InputSpec, r
     rest = np.flatnonzero(role != "valid")
     best, _ = max_ncc(stretched[valid], stretched[rest], coarse_min=0.9)
     near_valid = rest[best >= threshold]
+    if guard == "pixels":
+        near_valid, counts["pixel_guard"] = _pixel_guard(griese.images, stretched, valid, near_valid, source,
+                                                          threshold)
+    elif guard != "ncc":
+        raise ValueError(f"unknown guard {guard!r} (ncc or pixels)")
     role[near_valid] = "dropped:near-valid"
     counts["near_valid"] = _by_source(source, y, near_valid)
+    counts["guard"] = guard
     say(f"radio pool: {len(near_valid)} images within NCC {threshold} of a valid image removed")
 
     # -- 2. the carved validation part, and extra images near it
@@ -181,6 +199,26 @@ def build_pool(griese: RadioSet, extras: dict[str, RadioSet], spec: InputSpec, r
     say("radio pool: " + json.dumps(counts["roles"]))
     return FirstPool(x=x, raw=raw, y=y, sublabels=sub, source=source.astype(str), role=role.astype(str), ids=ids,
                      counts=counts)
+
+
+def _pixel_guard(images: np.ndarray, stretched: np.ndarray, valid: np.ndarray, near: np.ndarray,
+                 source: np.ndarray, threshold: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """Split the NCC near-valid images: Griese train images whose every valid partner (NCC >= threshold)
+    differs by >= PIXEL_DISTINCT grey levels are kept (returned ``near`` without them); the others stay.
+    ``images``: the published 8-bit Griese images, indexed like the pool (Griese comes first in it)."""
+    g = near[source[near] == "griese"]
+    if not len(g):
+        return near, {"checked": 0, "kept": 0}
+    pairs = ncc_pairs(stretched[valid], stretched[g], threshold)
+    worst = np.full(len(g), np.inf)
+    for i, j in pairs:
+        worst[j] = min(worst[j], pixel_difference(images[valid[i]], images[g[j]]))
+    keep = g[worst >= PIXEL_DISTINCT]
+    edges = [0, 2, 5, 10, 20, 50, 256]
+    info = {"checked": int(len(g)), "kept": int(len(keep)), "pairs": int(len(pairs)),
+            "min_grey_level_difference_histogram": {"edges": edges,
+                                                    "counts": np.histogram(worst, edges)[0].tolist()}}
+    return np.setdiff1d(near, keep), info
 
 
 def _by_source(source: np.ndarray, y: np.ndarray, idx: np.ndarray) -> dict[str, dict[str, int]]:

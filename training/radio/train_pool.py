@@ -1,8 +1,12 @@
-"""``stampflow train radio --data <Griese zip> --set pool=true``: ``radio-first`` 2.0.0, trained on every FIRST
-image we have (`training.radio.pool`), fixed epochs, dihedral augmentation, ``members`` networks averaged in one
-served graph (`training.radio.ensemble.served_model`).
+"""``stampflow train radio --data <Griese zip> --set pool=true``: ``radio-first`` 2.0.0 on the FIRST pool
+(`training.radio.pool`: Griese train, and with ``extra`` MiraBest and FR-DEEP FIRST, deduplicated and guarded
+against Griese ``valid``), fixed epochs with the best epoch by carved balanced accuracy restored (``select``),
+``members`` networks averaged in one served graph (`training.radio.ensemble.served_model`). The defaults are what
+trained the second 2.0.0 candidate: Griese only, the ``deep`` network, a square-root stretch, any-angle rotation +
+flips, 80 epochs (docs/radio.md has the ablation; it scored 0.840 on Griese valid, not above 1.0.0's 0.845, so
+it is not bundled).
 
-Parts: ``fit`` (Griese train minus the carved part, plus the deduplicated MiraBest and FR-DEEP FIRST images) trains;
+Parts: ``fit`` (Griese train minus the carved part, plus, with ``extra``, MiraBest and FR-DEEP FIRST) trains;
 the carved validation part (15% of Griese train, seeded, stratified) is never trained on: it measured every
 ablation choice and fits the calibration temperature and the out-of-distribution threshold; Griese ``valid`` is
 scored once, at the end, through the served artifact. Runs on a GPU unchanged when TensorFlow sees one
@@ -18,11 +22,13 @@ from typing import Any, Callable
 import numpy as np
 
 from models.base import InputSpec
+from models.preprocess import stretch_images
+from schemas.errors import StampflowError
 from training.cnn import configure_device, inference_rate, predict_array, save_artifact, served_predictions
 from training.evaluation import classification_report
 from training.family import TrainOptions, say
 from training.radio.ensemble import served_model, train_network
-from training.radio.network import INPUT_SPEC, TASK
+from training.radio.network import CONV_FILTERS, DEEP_EXTRA_CONV, DEEP_FILTERS, INPUT_SPEC, TASK
 from training.radio.options import RadioOptions
 from training.radio.sets import GRIESE_CLASSES
 
@@ -31,7 +37,9 @@ from training.radio.sets import GRIESE_CLASSES
 # its two per-image medians cost more than the network (apply_recipe alone ~1,000 images/s at batch 256 on two
 # cores). Raw Jy/beam cutouts are min-max scaled with their noise floor; see docs/radio.md for what that costs.
 POOL_PREPROCESS: dict[str, Any] = {"scale": None, "clip_sigma": None, "normalise": "minmax"}
-POOL_EPOCHS = 30
+POOL_EPOCHS = 80
+ARCHS = {"v1": {"filters": CONV_FILTERS, "extra_conv": 0},
+         "deep": {"filters": DEEP_FILTERS, "extra_conv": DEEP_EXTRA_CONV}}
 POOL_VERSION = "2.0.0"
 CITATIONS = [
     "Griese et al. 2023, Data in Brief 47, 108974 (FIRST; Label_literature / Split_literature, Label_CDL1)",
@@ -55,12 +63,19 @@ def get_pool(data: Path, o: RadioOptions, spec: InputSpec, seed: int, log: Calla
     paths = default_extra_paths(o)
     if o.pool_cache and (Path(o.pool_cache) / "pool.npz").exists():
         log(f"radio pool: cached pool {o.pool_cache}")
-        return load_pool_cache(Path(o.pool_cache)), {k: str(Path(p).resolve()) for k, p in paths.items()}
+        pool = load_pool_cache(Path(o.pool_cache))
+        cached = pool.counts.get("guard", "ncc")   # caches from before the pixel guard used the NCC rule alone
+        if cached != o.guard or pool.counts.get("threshold_ncc") != o.dedup_ncc:
+            raise StampflowError(f"pool cache {o.pool_cache} was built with guard={cached}, dedup_ncc="
+                                 f"{pool.counts.get('threshold_ncc')}; asked for guard={o.guard}, dedup_ncc="
+                                 f"{o.dedup_ncc}: use another pool_cache directory")
+        return pool, {k: str(Path(p).resolve()) for k, p in paths.items()}
     griese = load_radio(data, dataset="griese")
     extras = {name: load_radio(p, dataset=name) for name, p in paths.items()}
     csv_dir = data.parent if data.is_file() else data
     pool = build_pool(griese, extras, spec, POOL_PREPROCESS, griese_path=data, csv_dir=csv_dir,
-                      val_fraction=o.val_fraction, seed=seed, threshold=o.dedup_ncc, say=log)
+                      val_fraction=o.val_fraction, seed=seed, threshold=o.dedup_ncc, guard=o.guard,
+                      say=log)
     if o.pool_cache:
         save_pool_cache(pool, Path(o.pool_cache))
     return pool, {k: str(Path(p).resolve()) for k, p in paths.items()}
@@ -73,6 +88,8 @@ def train_pool(opts: TrainOptions, o: RadioOptions) -> dict[str, Any]:
     data = Path(opts.data)
     spec = InputSpec.from_dict(INPUT_SPEC)
     pool, extra_paths = get_pool(data, o, spec, seed, say)
+    recipe = served_recipe(o)
+    x = pool.x if o.stretch == "none" else stretch_images(pool.x, o.stretch)   # == apply_recipe(raw, recipe)
     fit, carved, valid = pool.fit_mask(), pool.carved_mask(), pool.valid_mask()
     epochs, batch = opts.epochs or POOL_EPOCHS, opts.batch_size or 32
     lr = opts.learning_rate or 1e-3
@@ -84,17 +101,19 @@ def train_pool(opts: TrainOptions, o: RadioOptions) -> dict[str, Any]:
         members, runs = [], []
         for i in range(o.members):
             own = pool.fit_mask(extra=o.extra)
-            model, info = train_network(pool.x[own], pool.y[own], pool.x[carved], pool.y[carved],
+            model, info = train_network(x[own], pool.y[own], x[carved], pool.y[carved],
                                         sub=pool.sublabels[own] if o.cdl1 else None, epochs=epochs, batch=batch,
-                                        lr=lr, seed=seed + i, augment=o.augment,
-                                        desc=f"radio member {i + 1}/{o.members}")
+                                        lr=lr, seed=seed + i, augment=o.augment, select=o.select,
+                                        desc=f"radio member {i + 1}/{o.members}", **ARCHS[o.arch])
             members.append(model)
             runs.append({"extra": o.extra, "n_fit": int(own.sum()), "seed": seed + i, "seconds": info["seconds"],
                          "images_per_s": info["images_per_s"], "outputs": info["outputs"],
-                         "augmentation": o.augment, "cdl1": o.cdl1, "epochs": epochs})
+                         "augmentation": o.augment, "cdl1": o.cdl1, "epochs": epochs, "arch": o.arch,
+                         "stretch": o.stretch, "best_epoch": info.get("best_epoch"),
+                         "val_balanced_accuracy_per_epoch": info["history"].get("val_balanced_accuracy")})
     served = served_model(members)
     classes = list(GRIESE_CLASSES)
-    reports = {part: classification_report(pool.y[m], predict_array(served, pool.x[m]).argmax(axis=1), classes)
+    reports = {part: classification_report(pool.y[m], predict_array(served, x[m]).argmax(axis=1), classes)
                for part, m in (("carved_validation", carved), ("test", valid))}
     ips = inference_rate(served, pool.x.shape[1:]) if o.throughput else None
     train_seconds = float(sum(r.get("seconds") or 0.0 for r in runs))
@@ -104,11 +123,15 @@ def train_pool(opts: TrainOptions, o: RadioOptions) -> dict[str, Any]:
                "network_images_per_s_batch256": ips, "train_seconds": train_seconds}
     training = {"members": runs, "epochs": runs[0].get("epochs", epochs), "batch_size": batch, "optimizer": "Adam",
                 "learning_rate": lr,
-                "schedule": "cosine decay to 5% over the epochs", "early_stopping": None,
+                # pool (load or build), training, scoring: everything before the artifact is written
+                "wall_seconds_before_save": round(time.perf_counter() - t_start, 1),
+                "schedule": "cosine decay to 5% over the epochs",
+                "early_stopping": {"best_epoch_by": "balanced accuracy on the carved validation part",
+                                   "restored": [r.get("best_epoch") for r in runs]} if o.select else None,
                 "loss": "sparse categorical cross-entropy", "class_weight": "balanced",
                 "augmentation": runs[0].get("augment", runs[0].get("augmentation")),
-                "architecture": "training.radio.network.build_model x members, averaged "
-                                "(training.radio.ensemble.served_model)", "seed": seed, "device": device,
+                "architecture": f"training.radio.network.build_model ({o.arch}: {ARCHS[o.arch]}) x members, "
+                                "averaged (training.radio.ensemble.served_model)", "seed": seed, "device": device,
                 "cpu_shared": "trained on a 2-core CPU shared with other jobs" if "GPU" not in str(device) else None}
     roles = {k: v for k, v in pool.counts.get("roles", {}).items()}
     # members trained without the extra sets (``extra`` false in their run record) saw Griese only; the pool's
@@ -128,17 +151,22 @@ def train_pool(opts: TrainOptions, o: RadioOptions) -> dict[str, Any]:
                         "test": int(valid.sum())}}
     out = save_artifact(served, name=o.name or "radio-first", family="radio", version=opts.version or POOL_VERSION,
                         out_root=opts.out_root, task=TASK, classes=classes, input_spec=spec,
-                        preprocess=dict(POOL_PREPROCESS), training_data=training_data, split=split, metrics=metrics,
+                        preprocess=recipe, training_data=training_data, split=split, metrics=metrics,
                         trained_on="real", training=training)
     uncertainty = attach(out, pool, fit, carved, valid) if o.uncertainty else None
     got = served_predictions(out, pool.raw[valid])
-    agree = float((got.argmax(axis=1) == predict_array(served, pool.x[valid]).argmax(axis=1)).mean())
+    agree = float((got.argmax(axis=1) == predict_array(served, x[valid]).argmax(axis=1)).mean())
     lo, hi = reports["test"]["accuracy_ci95"]
     say(f"radio pool: valid accuracy {reports['test']['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}); carved "
         f"validation {reports['carved_validation']['accuracy']:.3f}; served labels agree {agree:.3f}; {out}")
     return {"name": o.name or "radio-first", "version": out.name, "artifact": str(out), "metrics": metrics,
             "split": split, "uncertainty": uncertainty, "served_agreement": agree,
             "seconds": time.perf_counter() - t_start}
+
+
+def served_recipe(o: RadioOptions) -> dict[str, Any]:
+    """POOL_PREPROCESS, plus the stretch when one is asked for (a recipe without the key serves as before)."""
+    return {**POOL_PREPROCESS, **({"stretch": o.stretch} if o.stretch != "none" else {})}
 
 
 def load_members(paths: list[str]) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -155,7 +183,9 @@ def load_members(paths: list[str]) -> tuple[list[Any], list[dict[str, Any]]]:
                                                                  "seconds", "train_images_per_s", "n_fit",
                                                                  "val_accuracy", "val_accuracy_tta8",
                                                                  "val_balanced_accuracy",
-                                                                 "val_balanced_accuracy_tta8", "extra")}})
+                                                                 "val_balanced_accuracy_tta8", "extra",
+                                                                 "best_epoch", "stretch", "filters",
+                                                                 "extra_conv")}})
     return members, runs
 
 
