@@ -40,6 +40,8 @@ VARIANTS = {
     "deep_sqrt": dict(extra=False, augment="rotate", labels="literature", filters=(16, 24, 48, 96), extra_conv=96,
                       stretch="sqrt"),
     "sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt"),
+    # fourth: the 4x4 stride-4 stem (1.7x faster network), with the stretch
+    "patch_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", stem="patch4"),
     "deep_sqrt_extra": dict(extra=True, augment="rotate", labels="literature", filters=(16, 24, 48, 96),
                             extra_conv=96, stretch="sqrt"),
 }
@@ -79,7 +81,8 @@ def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, ba
                                 sub=pool.sublabels[fit] if spec["labels"] == "CDL1" else None,
                                 epochs=epochs, batch=batch, lr=lr, seed=seed, augment=spec["augment"],
                                 filters=spec.get("filters"), weighting=spec.get("weighting", "balanced"),
-                                extra_conv=spec.get("extra_conv", 0), select=select)
+                                extra_conv=spec.get("extra_conv", 0), select=select,
+                                stem=spec.get("stem", "conv5s2"))
     seconds = time.perf_counter() - t0
     p_plain = dihedral_average(model, x[val], transforms=1)
     p_tta = dihedral_average(model, x[val], transforms=8)

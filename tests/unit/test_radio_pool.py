@@ -79,6 +79,18 @@ def test_served_model_copies_the_extra_convolution():
     assert m.get_layer("m0_conv2b").filters == 12
 
 
+
+def test_patch_stem_lands_on_the_quarter_grid_and_survives_the_served_copy():
+    a = build_model(n_classes=4, size=32, filters=(4, 8), dense=8, seed=0, stem="patch4")
+    assert tuple(a.get_layer("conv1").strides) == (4, 4) and a.get_layer("conv1").output.shape[1] == 8
+    assert "pool1" not in [layer.name for layer in a.layers]  # the stem itself is the 4x downsampling
+    m = served_model([a])
+    x = np.random.default_rng(1).random((3, 32, 32, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(m(x, training=False)), np.asarray(a(x, training=False)), rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="unknown stem"):
+        build_model(n_classes=4, size=32, filters=(4, 8), stem="conv3")
+
 def test_best_epoch_by_balanced_accuracy_is_restored():
     from training.cnn import predict_array
     from training.radio.ensemble import balanced_accuracy, train_network

@@ -46,7 +46,8 @@ def make_augment(kind: str, seed: int):
 def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None, *,
                   sub: np.ndarray | None = None, epochs: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                   augment: str = "dihedral", filters: Sequence[int] | None = None, desc: str = "radio",
-                  weighting: str = "balanced", extra_conv: int = 0, select: bool = False):
+                  weighting: str = "balanced", extra_conv: int = 0, select: bool = False,
+                  stem: str = "conv5s2"):
     """One network, fixed epochs (no early stopping: every arm gets the same budget); ``weighting``: balanced
     class weights (each class counts equally) or none (each image counts equally).
 
@@ -58,7 +59,7 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
     target = y_fit if sub is None else sub
     k = int(target.max()) + 1 if sub is not None else len(GRIESE_CLASSES)
     model = build_model(n_classes=k, size=int(x_fit.shape[1]), seed=seed, filters=tuple(filters or CONV_FILTERS),
-                        extra_conv=extra_conv)
+                        extra_conv=extra_conv, stem=stem)
     compile_model(model, lr, epochs * int(np.ceil(len(target) / batch)))
     val = (x_val, y_val) if x_val is not None and sub is None else None
     chooser = BestBalanced(x_val, y_val) if select and val is not None else None
@@ -140,8 +141,9 @@ def served_model(members: Sequence[Any], name: str = "radio_first"):
         convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D"]
         extra = [c.filters for c in convs if c.name.endswith("b")]
         filters = tuple(c.filters for c in convs if not c.name.endswith("b"))
+        stem = "patch4" if tuple(m.get_layer("conv1").strides) == (4, 4) else "conv5s2"
         copy = build_model(n_classes=k, size=int(shape[0]), filters=filters, dense=m.get_layer("dense").units,
-                           prefix=f"m{i}_", inputs=inp, extra_conv=extra[0] if extra else 0)
+                           prefix=f"m{i}_", inputs=inp, extra_conv=extra[0] if extra else 0, stem=stem)
         copy.set_weights(m.get_weights())
         out = copy.outputs[0]
         if k != len(GRIESE_CLASSES):

@@ -58,23 +58,33 @@ CONV_FILTERS = (16, 32, 64, 64)
 DEEP_FILTERS = (16, 24, 48, 96)
 DEEP_EXTRA_CONV = 96
 
+# The first block's stem. conv5s2 (1.0.0): 5x5 stride-2 convolution on the 150x150 stamp, then 2x2 pooling.
+# patch4: one 4x4 stride-4 convolution straight to the 37x37 grid (7.2" patches, the 5.4" beam inside each), no
+# pooling. A 1-channel convolution over the full stamp is memory-bound on a CPU: with the same widths the patch stem
+# ran the network 1.7x faster (1,657 vs 956 images/s at batch 256, idle, random weights).
+STEMS = ("conv5s2", "patch4")
+
 
 def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filters: tuple[int, ...] = CONV_FILTERS,
                 dense: int = 128, dropout: float = 0.25, seed: int = 0, prefix: str = "", inputs=None,
-                extra_conv: int = 0):
+                extra_conv: int = 0, stem: str = "conv5s2"):
     """(size, size, 1) float32 -> softmax over ``n_classes``. Layer names are fixed so weights transfer;
     ``prefix`` and ``inputs`` (a shared Keras input) let an ensemble hold several copies in one flat graph.
     ``extra_conv``: channels of a second 3x3 convolution in the last block (``conv<n>b``, before its pooling);
-    0 = none (1.0.0)."""
+    0 = none (1.0.0). ``stem``: the first block, one of `STEMS`."""
     import keras
     from keras import layers
 
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r} (choose from {', '.join(STEMS)})")
     init = keras.initializers.HeNormal(seed=seed)
     inp = keras.Input((size, size, 1), name="stamp") if inputs is None else inputs
     x = inp
     for i, f in enumerate(filters, start=1):
         first = i == 1
-        x = layers.Conv2D(f, 5 if first else 3, strides=2 if first else 1, padding="same", use_bias=False,
+        patch = first and stem == "patch4"
+        kernel, stride = (4, 4) if patch else ((5, 2) if first else (3, 1))
+        x = layers.Conv2D(f, kernel, strides=stride, padding="valid" if patch else "same", use_bias=False,
                           kernel_initializer=init, name=f"{prefix}conv{i}")(x)
         x = layers.BatchNormalization(name=f"{prefix}bn{i}")(x)
         x = layers.Activation("relu", name=f"{prefix}relu{i}")(x)
@@ -83,7 +93,8 @@ def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filter
                               name=f"{prefix}conv{i}b")(x)
             x = layers.BatchNormalization(name=f"{prefix}bn{i}b")(x)
             x = layers.Activation("relu", name=f"{prefix}relu{i}b")(x)
-        x = layers.MaxPooling2D(2, name=f"{prefix}pool{i}")(x)
+        if not patch:  # the patch stem lands on the 37x37 grid itself
+            x = layers.MaxPooling2D(2, name=f"{prefix}pool{i}")(x)
     x = layers.Flatten(name=f"{prefix}flatten")(x)
     x = layers.Dropout(dropout, seed=seed, name=f"{prefix}dropout1")(x)
     x = layers.Dense(dense, activation="relu", kernel_initializer=init, name=f"{prefix}dense")(x)

@@ -56,9 +56,11 @@ class RadioOptions(FamilyOptions):
                                                        "trained by training.radio.ensemble.train_network on this "
                                                        "pool (bench/radio_ablation.py runs): assembled and recorded "
                                                        "instead of trained again.")
-    arch: Literal["v1", "deep"] = Field("deep", description="pool: the network. v1: 1.0.0's (16, 32, 64, 64); "
-                                                           "deep: (16, 24, 48, 96) and a second 96-channel 3x3 "
-                                                           "convolution on the 9x9 grid (training.radio.network).")
+    arch: Literal["v1", "deep", "patch"] = Field("deep", description="pool: the network. v1: 1.0.0's (16, 32, 64, "
+                                                                    "64); deep: (16, 24, 48, 96) and a second "
+                                                                    "96-channel 3x3 convolution on the 9x9 grid; "
+                                                                    "patch: v1 with a 4x4 stride-4 stem "
+                                                                    "(training.radio.network).")
     stretch: Literal["none", "sqrt", "asinh"] = Field("sqrt", description="pool: brightness stretch after min-max "
                                                                          "(recipe key 'stretch', "
                                                                          "models.preprocess.stretch_images).")

@@ -39,7 +39,8 @@ from training.radio.sets import GRIESE_CLASSES
 POOL_PREPROCESS: dict[str, Any] = {"scale": None, "clip_sigma": None, "normalise": "minmax"}
 POOL_EPOCHS = 80
 ARCHS = {"v1": {"filters": CONV_FILTERS, "extra_conv": 0},
-         "deep": {"filters": DEEP_FILTERS, "extra_conv": DEEP_EXTRA_CONV}}
+         "deep": {"filters": DEEP_FILTERS, "extra_conv": DEEP_EXTRA_CONV},
+         "patch": {"filters": CONV_FILTERS, "extra_conv": 0, "stem": "patch4"}}
 POOL_VERSION = "2.0.0"
 CITATIONS = [
     "Griese et al. 2023, Data in Brief 47, 108974 (FIRST; Label_literature / Split_literature, Label_CDL1)",
