@@ -47,22 +47,13 @@ VARIANTS = {
 }
 
 
-def stretched(x: np.ndarray, stretch: str | None) -> np.ndarray:
-    """The recipe's ``stretch`` step on min-max scaled stamps (models.preprocess.apply_recipe)."""
-    if not stretch:
-        return x
-    from models.preprocess import stretch_images
-
-    return stretch_images(x, stretch)
-
-
 def accuracy(y: np.ndarray, p: np.ndarray) -> float:
     return float((p.argmax(axis=1) == y).mean())
 
 
 def balanced(y: np.ndarray, p: np.ndarray) -> float:
     """Mean per-class recall: the carved part is ~half FRII, Griese valid is balanced (50 per class)."""
-    from training.radio.ensemble import balanced_accuracy
+    from training.evaluation import balanced_accuracy
 
     return balanced_accuracy(y, p.argmax(axis=1))
 
@@ -70,12 +61,14 @@ def balanced(y: np.ndarray, p: np.ndarray) -> float:
 def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, batch: int, lr: float,
                 select: bool = False) -> dict:
     from training.radio.ensemble import dihedral_average, train_network
+    from models.preprocess import apply_recipe
     from training.radio.pool import load_pool_cache
+    from training.radio.train_pool import pool_recipe
 
     spec = VARIANTS[variant]
     pool = load_pool_cache(cache)
     fit, val = pool.fit_mask(extra=spec["extra"]), pool.carved_mask()
-    x = stretched(pool.x, spec.get("stretch"))
+    x = apply_recipe(pool.raw, pool_recipe(spec.get("stretch")))  # the served recipe, stretch included
     t0 = time.perf_counter()
     model, info = train_network(x[fit], pool.y[fit], x[val], pool.y[val],
                                 sub=pool.sublabels[fit] if spec["labels"] == "CDL1" else None,

@@ -39,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     from models.cnn import KerasCNN
-    from models.preprocess import stretch_images
+    from models.preprocess import apply_recipe
     from models.registry import Registry
     from training.radio.ensemble import dihedral_average
     from training.radio.pool import load_pool_cache
     from training.radio.sets import GRIESE_CLASSES
+    from training.radio.train_pool import pool_recipe
 
     pool = load_pool_cache(a.cache)
     valid = pool.valid_mask()
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         record = path.with_suffix(".json")
         # a run trained on stretched stamps is scored on the same stretch (its recipe's "stretch" step)
         stretch = json.loads(record.read_text()).get("stretch") if record.exists() else None
-        xs = stretch_images(x, stretch) if stretch else x
+        xs = apply_recipe(raw, pool_recipe(stretch)) if stretch else x
         preds[path.stem] = dihedral_average(model, xs, 1).argmax(axis=1)
         preds[path.stem + "+tta8"] = dihedral_average(model, xs, 8).argmax(axis=1)
     for spec in filter(None, a.models.split(",")):

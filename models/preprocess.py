@@ -27,7 +27,7 @@ from schemas.errors import PacketError, StampflowError
 NORMALISATIONS = ("raw", "minmax", "l2", "zscore", "asinh")
 
 # MAD -> Gaussian sigma.
-_MAD_TO_SIGMA = 1.4826
+MAD_TO_SIGMA = 1.4826
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -211,7 +211,7 @@ def normalise(x: np.ndarray, method: str) -> np.ndarray:
     else:  # asinh
         med = row_median(rows)
         centred = rows - med
-        scale = _MAD_TO_SIGMA * row_median(np.abs(centred))
+        scale = MAD_TO_SIGMA * row_median(np.abs(centred))
         flat = scale[:, 0] <= 0
         if flat.any():  # the std fallback, only for the rare rows whose MAD is 0
             std = rows[flat].astype(np.float64).std(axis=1).astype(np.float32)
@@ -259,7 +259,7 @@ def sigma_clip(x: np.ndarray, k: float) -> np.ndarray:
         return np.array(arr, copy=True)
     rows, restore = _rows(arr, np.float32)
     med = row_median(rows)
-    sigma = _MAD_TO_SIGMA * row_median(np.abs(rows - med))
+    sigma = MAD_TO_SIGMA * row_median(np.abs(rows - med))
     return restore(np.where(rows < med + np.float32(k) * sigma, med, rows))
 
 

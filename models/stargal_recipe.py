@@ -28,10 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.preprocess import RING_WIDTH, ring_mask, row_median
+from models.preprocess import MAD_TO_SIGMA, RING_WIDTH, ring_mask, row_median
 
-#: MAD -> Gaussian sigma.
-MAD_TO_SIGMA = 1.4826
 #: Gaussian FWHM / sigma.
 FWHM_PER_SIGMA = 2.3548
 #: Radii (px) of the concentration's inner and outer apertures.

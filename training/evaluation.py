@@ -31,6 +31,13 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return m
 
 
+def balanced_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``true``: what a balanced test set (Griese ``valid``,
+    a user weighing both star and galaxy) scores, whatever the class mix of the part it is measured on."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    return float(np.mean([(pred[true == c] == c).mean() for c in np.unique(true)]))
+
+
 def classification_report(true: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy + 95% Wilson CI, labelled confusion matrix (rows true, cols predicted), per-class metrics."""
     true, pred = np.asarray(true, dtype=int), np.asarray(pred, dtype=int)

@@ -93,7 +93,8 @@ def test_patch_stem_lands_on_the_quarter_grid_and_survives_the_served_copy():
 
 def test_best_epoch_by_balanced_accuracy_is_restored():
     from training.cnn import predict_array
-    from training.radio.ensemble import balanced_accuracy, train_network
+    from training.evaluation import balanced_accuracy
+    from training.radio.ensemble import train_network
 
     rng = np.random.default_rng(3)
     y = np.repeat(np.arange(4), 8)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from training.stargal.augment import FWHM_PER_SIGMA, broaden_psf
+from models.stargal_recipe import FWHM_PER_SIGMA
+from training.stargal.augment import broaden_psf
 
 
 def gaussian_star(fwhm: float, size: int = 31) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from training.augment import augmentation, dihedral_augmentation
 from training.cnn import fit, predict_array
+from training.evaluation import balanced_accuracy
 from training.radio.network import AUGMENT, CONV_FILTERS, build_model
 from training.radio.sets import GRIESE_CLASSES
 
@@ -73,11 +74,6 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
         history["val_balanced_accuracy"] = chooser.scores
     return model, {"images_per_s": result.images_per_s, "seconds": result.seconds, "history": history,
                    "epochs_run": result.epochs_run, "outputs": k, "best_epoch": best}
-
-
-def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    """Mean per-class recall over the classes present in ``y``."""
-    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
 
 
 class BestBalanced:

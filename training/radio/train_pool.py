@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from models.base import InputSpec
-from models.preprocess import stretch_images
+from models.preprocess import apply_recipe
 from schemas.errors import StampflowError
 from training.cnn import configure_device, inference_rate, predict_array, save_artifact, served_predictions
 from training.evaluation import classification_report
@@ -90,7 +90,8 @@ def train_pool(opts: TrainOptions, o: RadioOptions) -> dict[str, Any]:
     spec = InputSpec.from_dict(INPUT_SPEC)
     pool, extra_paths = get_pool(data, o, spec, seed, say)
     recipe = served_recipe(o)
-    x = pool.x if o.stretch == "none" else stretch_images(pool.x, o.stretch)   # == apply_recipe(raw, recipe)
+    # the served recipe on the geometry-fitted images: the serving path's normalisation, stretch included
+    x = apply_recipe(pool.raw, recipe)
     fit, carved, valid = pool.fit_mask(), pool.carved_mask(), pool.valid_mask()
     epochs, batch = opts.epochs or POOL_EPOCHS, opts.batch_size or 32
     lr = opts.learning_rate or 1e-3
@@ -167,7 +168,12 @@ def train_pool(opts: TrainOptions, o: RadioOptions) -> dict[str, Any]:
 
 def served_recipe(o: RadioOptions) -> dict[str, Any]:
     """POOL_PREPROCESS, plus the stretch when one is asked for (a recipe without the key serves as before)."""
-    return {**POOL_PREPROCESS, **({"stretch": o.stretch} if o.stretch != "none" else {})}
+    return pool_recipe(None if o.stretch == "none" else o.stretch)
+
+
+def pool_recipe(stretch: str | None) -> dict[str, Any]:
+    """The pool's recipe (`POOL_PREPROCESS`) with ``stretch`` added when given."""
+    return {**POOL_PREPROCESS, **({"stretch": stretch} if stretch else {})}
 
 
 def load_members(paths: list[str]) -> tuple[list[Any], list[dict[str, Any]]]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: FWHM of a Gaussian in units of its sigma
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+from models.stargal_recipe import FWHM_PER_SIGMA
 
 
 def gaussian_kernel(variance: float, radius: int = 4) -> np.ndarray:

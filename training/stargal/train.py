@@ -132,6 +132,7 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
     # The pixel step of the served recipe (neighbour suppression) comes before selection, as it will in serving.
     recipe = StampRecipe(nan_fill=o.nan_fill, symmetrise=o.symmetrise, sym_radius=o.sym_radius,
                          sym_k_sigma=o.sym_k_sigma)
+    row_recipe = replace(recipe, hand_size=o.hand_size)  # the same pixel step, then the hand features' method
     stamps = recipe.stamps(images)
     table, best, flat_by_norm = select(stamps, split, o, cv_seed, progress=not quiet)
     say(format_table(table), quiet=quiet)
@@ -149,8 +150,7 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
         # Template-seeing copies of the curated training cutouts (training.stargal.augment); a copy shares its
         # original's CV fold, so no fold scores a cutout whose copy it trained on.
         broad, _ = broaden_psf(images[split.train_idx], o.curated_psf_fwhm, o.curated_native_fwhm, seed)
-        rows_train = Rows.concat([rows_train, stamp_rows(broad, replace(recipe, hand_size=o.hand_size), norm,
-                                                         with_hand)])
+        rows_train = Rows.concat([rows_train, stamp_rows(broad, row_recipe, norm, with_hand)])
         onehot_train = np.concatenate([onehot_train, onehot_train])
         cut_fold_of = np.concatenate([cut_fold_of, cut_fold_of])
         say(f"curated: {n_curated} training cutouts plus as many copies broadened to FWHM "
@@ -159,7 +159,7 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
     if o.alerts:
         aset = load_alert_set([Path(a) for a in o.alerts], spec)
         alert_y = np.array([CLASSES.index(lbl) for lbl in aset.labels])
-        alert_rows = stamp_rows(aset.images, replace(recipe, hand_size=o.hand_size), norm, with_hand)
+        alert_rows = stamp_rows(aset.images, row_recipe, norm, with_hand)
         folds = grouped_folds(aset.object_ids, aset.labels, o.alert_folds, cv_seed)
         say(f"alerts: {len(alert_y)} with a confident PS1 reference ({int((alert_y == 0).sum())} stars, "
             f"{int((alert_y == 1).sum())} galaxies, {len(set(aset.object_ids))} objects); "
@@ -204,10 +204,9 @@ def train(opts: TrainOptions, options: StargalOptions | None = None) -> dict[str
                     training_data=training_data_record(data, info, labels, len(images), o), split=split,
                     table=table, spec=spec, ood_threshold=threshold)
     meta["split"]["cv_seed"] = cv_seed
-    served_recipe = StampRecipe(nan_fill=o.nan_fill, symmetrise=o.symmetrise, sym_radius=o.sym_radius,
-                                sym_k_sigma=o.sym_k_sigma, hand_size=o.hand_size if with_hand else None,
-                                hand_mean=tuple(fmap.hand_mean.tolist()), hand_std=tuple(fmap.hand_std.tolist()),
-                                hand_scale=fmap.hand_scale)
+    served_recipe = replace(recipe, hand_size=o.hand_size if with_hand else None,
+                            hand_mean=tuple(fmap.hand_mean.tolist()), hand_std=tuple(fmap.hand_std.tolist()),
+                            hand_scale=fmap.hand_scale)
     if served_recipe != StampRecipe():
         meta["preprocessing"] = served_recipe.as_metadata()
     if with_hand:
