@@ -3,7 +3,8 @@ of a record and skips the rest.
 
 Skipping is where the speed is (a ZTF alert's prv_candidates history is most of its bytes): fixed-size runs become
 one ``p += n``, runs of variable-size fields become one anchored byte regex (Avro's binary grammar is LL(1) at the
-byte level for them) with a straight-line fallback, nullable unions become table lookups. About 10,000 ZTF
+byte level for them) with a straight-line fallback, nullable unions become table lookups, and a history array's
+rows are skipped a block at a time (`RepeatMatch`). About 10,000 ZTF
 alerts/s on one core, 5x fastavro's projection. Kept fields with Avro logical types raise `Unsupported` (the
 schema is then read by fastavro). Invalid data is always detected: a bad byte jumps past the buffer (`_BAD_JUMP`),
 so the next read raises IndexError or the caller's final position check fails.
@@ -24,6 +25,38 @@ _VARINT_RE = "[\\x80-\\xff]{0,9}[\\x00-\\x7f]"
 _SHORT_LEN_RE = "(?:" + "|".join(
     [f"\\x{2 * n:02x}" + (f".{{{n}}}" if n else "") for n in range(64)]
     + [f"\\x{(2 * n & 0x7F) | 0x80:02x}\\x{(2 * n) >> 7:02x}.{{{n}}}" for n in range(64, 256)]) + ")"
+
+
+class RepeatMatch:
+    """``(b, p, c) -> position``: skips ``c`` consecutive matches of one item regex in a few anchored matches
+    (``(?:item){2**e}+`` for the binary digits of ``c``, compiled on first use: a handful of patterns per item,
+    whatever the counts), or returns -1 when any fails (a string over 255 bytes, or bad data) so the caller
+    walks the rows one by one. Why: one Python call per row (a Rubin alert carries hundreds) cost about as much
+    as the matching itself. The repeat is possessive because the parse is unique (LL(1), see `regex`), so the
+    engine's backtracking record of every row is dead weight: dropping it made the block match 1.4x faster
+    than the plain repeat. Together 1.6x on a real Rubin 10.0 alert's decode."""
+
+    MAX_POWER = 8  # blocks of up to 256 rows per match
+
+    def __init__(self, item: bytes):
+        self.item = item
+        self.matchers: list[Callable[[bytes, int], Any] | None] = [None] * (self.MAX_POWER + 1)
+
+    def matcher(self, e: int) -> Callable[[bytes, int], Any]:
+        m = self.matchers[e]
+        if m is None:
+            m = self.matchers[e] = re.compile(b"(?:" + self.item + b"){%d}+" % (1 << e), re.DOTALL).match
+        return m
+
+    def __call__(self, b: bytes, p: int, c: int) -> int:
+        while c:
+            e = min(c.bit_length() - 1, self.MAX_POWER)
+            m = self.matcher(e)(b, p)
+            if m is None:
+                return -1
+            p = m.end()
+            c -= 1 << e
+        return p
 
 
 class ReaderGen(SourceGen):
@@ -101,12 +134,19 @@ class ReaderGen(SourceGen):
             else:
                 continue_ = False
             if not continue_:
-                lines.append(f"{ind}    for _ in range({c}):")
+                block = self.block_regex(item) if k == "array" else None
+                loop_ind = ind + "    "
+                if block is not None:  # the whole block in one match; the row loop is the fallback
+                    lines.append(f"{ind}    q = {block}(b, p, {c})")
+                    lines.append(f"{ind}    if q >= 0: p = q")
+                    lines.append(f"{ind}    else:")
+                    loop_ind = ind + "        "
+                lines.append(f"{loop_ind}for _ in range({c}):")
                 if k == "map":
-                    self.skip("string", ind + "        ", lines)
+                    self.skip("string", loop_ind + "    ", lines)
                 body: list[str] = []
-                self.skip(item, ind + "        ", body)
-                lines.extend(body or [f"{ind}        pass"])
+                self.skip(item, loop_ind + "    ", body)
+                lines.extend(body or [f"{loop_ind}    pass"])
         else:
             raise Unsupported(f"cannot skip Avro type {k!r}")
 
@@ -267,6 +307,21 @@ class ReaderGen(SourceGen):
             self.regex_memo[key] = out
             return out
         return None
+
+    def block_regex(self, item: Any) -> str | None:
+        """The name of a `RepeatMatch` skipping ``c`` encoded ``item`` values at once, or None when the item is not
+        a record expressible as a regex (a history row: one match per block instead of one call per row)."""
+        t = self.resolve(item)
+        if self.kind(t) != "record":
+            return None
+        pattern = self.regex(t)
+        if not pattern:
+            return None
+        name = self.regexes.get("block:" + pattern)
+        if name is None:
+            name = self.const(RepeatMatch(pattern.encode("ascii")), "B")
+            self.regexes["block:" + pattern] = name
+        return name
 
     def run_regex(self, fields: list[dict]) -> str | None:
         parts = []
