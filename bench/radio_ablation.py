@@ -44,6 +44,15 @@ VARIANTS = {
     "patch_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", stem="patch4"),
     "deep_sqrt_extra": dict(extra=True, augment="rotate", labels="literature", filters=(16, 24, 48, 96),
                             extra_conv=96, stretch="sqrt"),
+    # fifth: capacity after the fast stems (network alone >= ~1,550 images/s, so the serving path stays >= 1,000)
+    "patch_deep_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", stem="patch4",
+                            filters=(16, 24, 48, 96), extra_conv=96),
+    "s2d_deep_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", stem="s2d4",
+                          filters=(16, 24, 48, 96), extra_conv=96),
+    "s2d_lean_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", stem="s2d4",
+                          filters=(16, 16, 32, 96), extra_conv=96),
+    "s2d_narrow_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", stem="s2d4",
+                            filters=(16, 24, 48, 64)),
 }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from training.augment import augmentation, dihedral_augmentation
 from training.cnn import fit, predict_array
 from training.evaluation import balanced_accuracy
-from training.radio.network import AUGMENT, CONV_FILTERS, build_model
+from training.radio.network import AUGMENT, CONV_FILTERS, build_model, stem_of
 from training.radio.sets import GRIESE_CLASSES
 
 
@@ -137,7 +137,7 @@ def served_model(members: Sequence[Any], name: str = "radio_first"):
         convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D"]
         extra = [c.filters for c in convs if c.name.endswith("b")]
         filters = tuple(c.filters for c in convs if not c.name.endswith("b"))
-        stem = "patch4" if tuple(m.get_layer("conv1").strides) == (4, 4) else "conv5s2"
+        stem = stem_of(m)
         copy = build_model(n_classes=k, size=int(shape[0]), filters=filters, dense=m.get_layer("dense").units,
                            prefix=f"m{i}_", inputs=inp, extra_conv=extra[0] if extra else 0, stem=stem)
         copy.set_weights(m.get_weights())

@@ -62,7 +62,35 @@ DEEP_EXTRA_CONV = 96
 # patch4: one 4x4 stride-4 convolution straight to the 37x37 grid (7.2" patches, the 5.4" beam inside each), no
 # pooling. A 1-channel convolution over the full stamp is memory-bound on a CPU: with the same widths the patch stem
 # ran the network 1.7x faster (1,657 vs 956 images/s at batch 256, idle, random weights).
-STEMS = ("conv5s2", "patch4")
+# s2d4: the stamp rearranged losslessly into 4x4 blocks (37x37x16, built-in Cropping2D/Reshape/Permute layers, so
+# safe mode loads it), then a 3x3 convolution there: a 12x12 stride-4 receptive field, so a source shifted by a
+# pixel or two still lands in the same filter (what patch4's disjoint patches lose against a max pool).
+# patch2: a 2x2 stride-2 convolution (cheap: 4 inputs per output) to 75x75, then 2x2 max pooling as in conv5s2.
+STEMS = ("conv5s2", "patch4", "s2d4", "patch2")
+
+
+def stem_of(model, prefix: str = "") -> str:
+    """The `STEMS` entry a network built by `build_model` was built with, read off its layers."""
+    names = {layer.name for layer in model.layers}
+    if f"{prefix}s2d" in names:
+        return "s2d4"
+    conv1 = model.get_layer(f"{prefix}conv1")
+    return {(4, 4): "patch4", (2, 2): "patch2"}.get(tuple(conv1.kernel_size), "conv5s2")
+
+
+def space_to_depth(x, block: int, prefix: str = ""):
+    """(N, H, W, 1) -> (N, H // block, W // block, block * block): each block x block patch becomes one pixel's
+    channels (centre-cropped first when H or W is not a multiple of ``block``)."""
+    from keras import layers
+
+    h, w = int(x.shape[1]), int(x.shape[2])
+    ch, cw = h % block, w % block
+    if ch or cw:
+        x = layers.Cropping2D(((ch // 2, ch - ch // 2), (cw // 2, cw - cw // 2)), name=f"{prefix}s2d_crop")(x)
+    gh, gw = h // block, w // block
+    x = layers.Reshape((gh, block, gw, block), name=f"{prefix}s2d_split")(x)
+    x = layers.Permute((1, 3, 2, 4), name=f"{prefix}s2d_permute")(x)
+    return layers.Reshape((gh, gw, block * block), name=f"{prefix}s2d")(x)
 
 
 def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filters: tuple[int, ...] = CONV_FILTERS,
@@ -79,11 +107,11 @@ def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filter
         raise ValueError(f"unknown stem {stem!r} (choose from {', '.join(STEMS)})")
     init = keras.initializers.HeNormal(seed=seed)
     inp = keras.Input((size, size, 1), name="stamp") if inputs is None else inputs
-    x = inp
+    x = space_to_depth(inp, 4, prefix) if stem == "s2d4" else inp
     for i, f in enumerate(filters, start=1):
         first = i == 1
-        patch = first and stem == "patch4"
-        kernel, stride = (4, 4) if patch else ((5, 2) if first else (3, 1))
+        patch = first and stem in ("patch4", "patch2")
+        kernel, stride = {"patch4": (4, 4), "patch2": (2, 2), "conv5s2": (5, 2)}.get(stem, (3, 1)) if first else (3, 1)
         x = layers.Conv2D(f, kernel, strides=stride, padding="valid" if patch else "same", use_bias=False,
                           kernel_initializer=init, name=f"{prefix}conv{i}")(x)
         x = layers.BatchNormalization(name=f"{prefix}bn{i}")(x)
@@ -93,7 +121,7 @@ def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filter
                               name=f"{prefix}conv{i}b")(x)
             x = layers.BatchNormalization(name=f"{prefix}bn{i}b")(x)
             x = layers.Activation("relu", name=f"{prefix}relu{i}b")(x)
-        if not patch:  # the patch stem lands on the 37x37 grid itself
+        if not (first and stem in ("patch4", "s2d4")):  # these stems land on the 37x37 grid themselves
             x = layers.MaxPooling2D(2, name=f"{prefix}pool{i}")(x)
     x = layers.Flatten(name=f"{prefix}flatten")(x)
     x = layers.Dropout(dropout, seed=seed, name=f"{prefix}dropout1")(x)
