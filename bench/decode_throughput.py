@@ -71,7 +71,7 @@ def bench_decode(msgs: list[bytes], seconds: float = 3.0) -> dict:
     return res
 
 
-def bench_engines(msgs: list[bytes], seconds: float = 3.0) -> dict:
+def bench_engines(msgs: list[bytes], seconds: float = 3.0, prefix: str = "") -> dict:
     """Decode-only alerts/s per engine, CPU time of this process (one core), after one warm-up pass that
     compiles each writer schema's generated reader."""
     origin = Origin(topic="bench", partition=0, offset=0)
@@ -86,7 +86,7 @@ def bench_engines(msgs: list[bytes], seconds: float = 3.0) -> dict:
             for m in msgs:
                 dec.decode(RawMessage(m, origin))
             n += len(msgs)
-        res[f"{engine}_alerts_per_s"] = round(n / (time.process_time() - t0), 1)
+        res[f"{prefix}{engine}_alerts_per_s"] = round(n / (time.process_time() - t0), 1)
     return res
 
 
@@ -125,11 +125,16 @@ def main() -> None:
     report: dict = {"alerts": len(msgs)}
     report.update(bench_engines(msgs, args.seconds))
     report.update(bench_decode(msgs, args.seconds))
+    # the real Rubin alerts of the visit benchmark (whole histories: hundreds of rows each to skip)
+    from bench.visit_alerts import rubin_alerts
+    report.update(bench_engines(rubin_alerts(), args.seconds, prefix="rubin_"))
     report.update(bench_parquet())
     print(f"[decode] {len(msgs)} ZTF alerts, one core: codegen {report['codegen_alerts_per_s']:,.0f}/s, "
           f"fastavro projection {report['fastavro_alerts_per_s']:,.0f}/s (no stamps); "
           f"auto {report['decode_only_alerts_per_s']:,.0f}/s, "
           f"with the science stamp {report['decode_with_science_stamp_alerts_per_s']:,.0f}/s")
+    print(f"[decode] 7 real Rubin 10.0 alerts (Confluent framing, 120-300 kB with histories), one core: codegen "
+          f"{report['rubin_codegen_alerts_per_s']:,.0f}/s, fastavro projection {report['rubin_fastavro_alerts_per_s']:,.0f}/s")
     print(f"[parquet] {report['parquet_ms_per_row']:.2f} ms/row end to end ({report['parquet_rows']} rows); "
           f"row encoding {report['row_encode_generated_ms']:.3f} ms generated vs "
           f"{report['row_encode_fastavro_ms']:.3f} ms fastavro")
