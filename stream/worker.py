@@ -1,6 +1,7 @@
 """Assembles a worker from the settings: models (loaded once), decoder, source, sink, metrics, signals."""
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -72,6 +73,15 @@ def build_engine(settings: Settings, source: Source, sink: Sink, classifiers: It
                   accuracy_window=settings.metrics.accuracy_window, **kw)
 
 
+def freeze_heap() -> None:
+    """Move everything alive now (models, TensorFlow, schemas: it lives as long as the worker) out of the cyclic
+    collector's reach. Its full passes walked all of it every few batches for nothing, since per-alert objects
+    die by reference counting: 70 ms a pass with star/galaxy loaded (87,000 objects), 260 ms with every model
+    (400,000). Only for the long-lived worker: frozen objects that later become cyclic garbage are never freed."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: Settings) -> dict:
     """The Kafka worker: runs until SIGTERM/SIGINT, the error budget, or a fatal broker error."""
     k = settings.kafka
@@ -109,6 +119,7 @@ def serve(settings: Settings) -> dict:
             metrics.set_ready_gauge()
 
         install_signal_handlers(engine.stop_event, on_stop=drop_readiness)
+        freeze_heap()
         log.info("serving %s -> %s (dead letters: %s), models %s, %s delivery", ",".join(k.input_topics),
                  k.result_topic, k.dead_letter_topic, ",".join(f"{c.name}@{c.version}" for c in classifiers),
                  "exactly-once" if k.exactly_once else "at-least-once")
