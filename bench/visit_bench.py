@@ -173,7 +173,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--visit-size", type=int, default=10_000, help="alerts in each steady visit after it")
     ap.add_argument("--visit-count", type=int, default=3, help="steady visits after the first burst")
     ap.add_argument("--visit-interval", type=float, default=34.0, help="seconds from one visit's start to the next")
-    ap.add_argument("--visit-workers", type=int, default=1, help="worker processes in the consumer group")
+    ap.add_argument("--visit-workers", type=int, default=2,
+                    help="worker processes in the consumer group (default: one per core of the 2-core target)")
     ap.add_argument("--rubin-fraction", type=float, default=0.5, help="share of Rubin alerts in the mix")
     ap.add_argument("--pool", type=int, default=2000, help="distinct messages (fresh candids) the stream cycles")
 
