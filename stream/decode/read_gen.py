@@ -312,9 +312,14 @@ class ReaderGen(SourceGen):
 
     def block_regex(self, item: Any) -> str | None:
         """The name of a `RepeatMatch` skipping ``c`` encoded ``item`` values at once, or None when the item is not
-        a record expressible as a regex (a history row: one match per block instead of one call per row)."""
+        a record (or a union of records and null, as Fink's Spark writes history rows) expressible as a regex
+        (a history row: one match per block instead of one call per row)."""
         t = self.resolve(item)
-        if self.kind(t) != "record":
+        kind = self.kind(t)
+        if kind == "union":
+            if not all(self.kind(self.resolve(br)) in ("record", "null") for br in t):
+                return None
+        elif kind != "record":
             return None
         pattern = self.regex(t)
         if not pattern:

@@ -62,6 +62,20 @@ def test_block_skip_lands_after_the_history(reader, n):
     assert end == len(value)
 
 
+def test_history_of_nullable_rows_is_block_skipped():
+    """Fink's Spark writer makes each history row nullable: ``{"items": ["null", Row]}``."""
+    schema = {**ALERT, "fields": [ALERT["fields"][0],
+                                  {"name": "history", "type": ["null", {"type": "array", "items": ["null", ROW]}]},
+                                  ALERT["fields"][2]]}
+    named: dict = {}
+    read = build_reader(named, fastavro.parse_schema(schema, named_schemas=named), SPEC)
+    assert any(isinstance(v, RepeatMatch) for v in read.__globals__.values())
+    rows = [None if i % 7 == 0 else r for i, r in enumerate(_rows(300, random.Random(5)))]
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema), {"alertId": 3, "history": rows, "after": "end"})
+    assert read(buf.getvalue(), 0) == ({"alertId": 3, "after": "end"}, len(buf.getvalue()))
+
+
 def test_inexpressible_row_falls_back_to_the_row_walk(reader):
     rows = _rows(300, random.Random(1), long_band=280)
     value = _encode({"alertId": 9, "history": rows, "after": "tail"})
