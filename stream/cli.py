@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -110,13 +111,24 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 # -- serve / replay ------------------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from stream.worker import serve
-
     settings = _settings(args)
+    limit_blas_threads(settings.models.blas_threads)
+    from stream.worker import serve  # imports numpy: after the BLAS limit, which OpenBLAS reads once at load
+
     _setup_logging(settings.log_level)
     summary = serve(settings)
     print(json.dumps(summary))
     return 0
+
+
+def limit_blas_threads(n: int) -> None:
+    """OPENBLAS_NUM_THREADS for this process (0: leave it). OpenBLAS reads it once, when numpy loads it, so a
+    process that already imported numpy cannot be limited this way: that is a bug here, not a user error."""
+    if n <= 0:
+        return
+    if "numpy" in sys.modules:
+        raise RuntimeError("numpy was imported before the BLAS thread limit could be set")
+    os.environ["OPENBLAS_NUM_THREADS"] = str(n)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
