@@ -28,17 +28,18 @@ _SHORT_LEN_RE = "(?:" + "|".join(
 
 
 class RepeatMatch:
-    """``(b, p, c) -> position``: skips ``c`` consecutive matches of one item regex in a few anchored matches
-    (``(?:item){n}+`` for n = 256, 16 and 1: ``c`` in base 16, compiled on first use), or returns -1 when any
-    fails (a string over 255 bytes, or bad data) so the caller walks the rows one by one. Why: one Python call
-    per row (a Rubin alert carries hundreds) cost about as much as the matching itself. The repeat is possessive
-    because the parse is unique (LL(1), see `regex`), so the engine's backtracking record of every row is dead
-    weight: dropping it made the block match 1.4x faster than the plain repeat. Together 1.6x on a real Rubin
-    10.0 alert's decode. Three block sizes, not every power of two: each is a compile of the whole row pattern
-    (10-16 ms for a 100-field row), and nine of them per row type had stalled a worker's first batches for
-    seconds on a mix of 38 writer schemas."""
+    """``(b, p, c) -> position``: skips the first ``c - c % 16`` of ``c`` consecutive matches of one item regex in
+    a few anchored matches (``(?:item){n}+`` for n = 256 and 16, compiled on first use), or returns -1 when any
+    fails (a string over 255 bytes, or bad data); the caller walks the rest (or, on -1, all) row by row. Why:
+    one Python call per row (a Rubin alert carries hundreds) cost about as much as the matching itself. The
+    repeat is possessive because the parse is unique (LL(1), see `regex`), so the engine's backtracking record
+    of every row is dead weight: dropping it made the block match 1.4x faster than the plain repeat. Together
+    1.6x on a real Rubin 10.0 alert's decode. Two block sizes, not every power of two: each is a compile of the
+    whole row pattern (10-16 ms for a 100-field row), and nine of them per row type had stalled a worker's
+    first batches for seconds on a mix of 38 writer schemas; short histories (under 16 rows) compile none."""
 
-    STEPS = (256, 16, 1)
+    STEPS = (256, 16)
+    SMALLEST = 16
 
     def __init__(self, item: bytes):
         self.item = item
@@ -140,11 +141,9 @@ class ReaderGen(SourceGen):
             if not continue_:
                 block = self.block_regex(item) if k == "array" else None
                 loop_ind = ind + "    "
-                if block is not None:  # the whole block in one match; the row loop is the fallback
+                if block is not None:  # whole runs of 16 rows in a few matches; the loop walks what is left
                     lines.append(f"{ind}    q = {block}(b, p, {c})")
-                    lines.append(f"{ind}    if q >= 0: p = q")
-                    lines.append(f"{ind}    else:")
-                    loop_ind = ind + "        "
+                    lines.append(f"{ind}    if q >= 0: p, {c} = q, {c} % {RepeatMatch.SMALLEST}")
                 lines.append(f"{loop_ind}for _ in range({c}):")
                 if k == "map":
                     self.skip("string", loop_ind + "    ", lines)

@@ -86,10 +86,11 @@ def test_repeat_match_counts_and_failure():
     item = b"[\\x80-\\xff]{0,9}[\\x00-\\x7f]"  # one varint
     skip = RepeatMatch(item)
     data = bytes([0x81, 0x01] * 300 + [0x05])
-    assert skip(data, 0, 300) == 600
+    assert skip(data, 0, 300) == 2 * 288  # 256 + 2 x 16 rows; the caller walks the last 12
+    assert skip(data, 0, 15) == 0  # a short history compiles and matches nothing
     assert skip(data, 0, 0) == 0
-    assert skip(data, 0, 301) == 601
-    assert skip(data, 0, 302) == -1  # past the end: the caller walks the rows and raises
+    assert skip(data, 0, 320) == -1  # 320 rows, 301 there: the caller walks them and raises
+    assert set(skip.matchers) == {16, 256}
 
 
 def test_bad_union_byte_inside_the_history_is_detected(reader):
