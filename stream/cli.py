@@ -39,6 +39,11 @@ def _csv(value: str) -> list[str]:
 
 # -- classify -----------------------------------------------------------------------------------------------------
 def cmd_classify(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.dead_letters:
+        overrides["output"] = {"dead_letter_dir": args.dead_letters}
+    settings = _settings(args, **overrides)
+    limit_blas_threads(settings.models.blas_threads)  # the same engine as serve: before anything loads numpy
     from tqdm import tqdm
 
     from stream.file_source import FileSource
@@ -46,10 +51,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from stream.metrics import Metrics
     from stream.worker import build_engine, file_sink, load_classifiers, start_metrics_log
 
-    overrides: dict[str, Any] = {}
-    if args.dead_letters:
-        overrides["output"] = {"dead_letter_dir": args.dead_letters}
-    settings = _settings(args, **overrides)
     _setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
     files = FileSource([Path(p) for p in args.paths])  # bad paths fail here, before models load
     classifiers = load_classifiers(settings, args.models)

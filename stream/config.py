@@ -116,7 +116,7 @@ class ModelSettings(_Section):
                                       description="Extra registry roots searched before the bundled artifacts.")
     # One: a worker's numpy calls are small (one batch), and OpenBLAS's extra threads spin while they wait; with
     # its default (every core) a star/galaxy worker burnt 1,040-1,060 us of CPU per alert, with one 654-670.
-    blas_threads: int = Field(1, ge=0, description="OpenBLAS threads per `serve` worker process "
+    blas_threads: int = Field(1, ge=0, description="OpenBLAS threads per `serve` or `classify` process "
                                                     "(OPENBLAS_NUM_THREADS); 0 keeps OpenBLAS's own default.")
 
 

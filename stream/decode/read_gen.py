@@ -39,7 +39,7 @@ class RepeatMatch:
     first batches for seconds on a mix of 38 writer schemas; short histories (under 16 rows) compile none."""
 
     STEPS = (256, 16)
-    SMALLEST = 16
+    SMALLEST = STEPS[-1]  # the generated loop walks ``c % SMALLEST`` rows after a block skip
 
     def __init__(self, item: bytes):
         self.item = item

@@ -66,16 +66,17 @@ DEEP_EXTRA_CONV = 96
 # safe mode loads it), then a 3x3 convolution there: a 12x12 stride-4 receptive field, so a source shifted by a
 # pixel or two still lands in the same filter (what patch4's disjoint patches lose against a max pool).
 # patch2: a 2x2 stride-2 convolution (cheap: 4 inputs per output) to 75x75, then 2x2 max pooling as in conv5s2.
-STEMS = ("conv5s2", "patch4", "s2d4", "patch2")
+#: stem -> (kernel, stride) of its first convolution (s2d4's is a plain 3x3 on the rearranged grid)
+STEM_CONV = {"conv5s2": (5, 2), "patch4": (4, 4), "s2d4": (3, 1), "patch2": (2, 2)}
+STEMS = tuple(STEM_CONV)
 
 
 def stem_of(model, prefix: str = "") -> str:
     """The `STEMS` entry a network built by `build_model` was built with, read off its layers."""
-    names = {layer.name for layer in model.layers}
-    if f"{prefix}s2d" in names:
+    if any(layer.name == f"{prefix}s2d" for layer in model.layers):
         return "s2d4"
-    conv1 = model.get_layer(f"{prefix}conv1")
-    return {(4, 4): "patch4", (2, 2): "patch2"}.get(tuple(conv1.kernel_size), "conv5s2")
+    kernel = model.get_layer(f"{prefix}conv1").kernel_size[0]
+    return next(stem for stem, (k, _) in STEM_CONV.items() if k == kernel and stem != "s2d4")
 
 
 def space_to_depth(x, block: int, prefix: str = ""):
@@ -111,7 +112,7 @@ def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filter
     for i, f in enumerate(filters, start=1):
         first = i == 1
         patch = first and stem in ("patch4", "patch2")
-        kernel, stride = {"patch4": (4, 4), "patch2": (2, 2), "conv5s2": (5, 2)}.get(stem, (3, 1)) if first else (3, 1)
+        kernel, stride = STEM_CONV[stem] if first else (3, 1)
         x = layers.Conv2D(f, kernel, strides=stride, padding="valid" if patch else "same", use_bias=False,
                           kernel_initializer=init, name=f"{prefix}conv{i}")(x)
         x = layers.BatchNormalization(name=f"{prefix}bn{i}")(x)
