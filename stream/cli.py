@@ -122,14 +122,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def limit_blas_threads(n: int) -> None:
-    """OPENBLAS_NUM_THREADS for this process (0: leave it). OpenBLAS reads it once, when numpy loads it, so a
-    process that already imported numpy cannot be limited this way: that is a bug here, not a user error."""
+def limit_blas_threads(n: int) -> bool:
+    """OPENBLAS_NUM_THREADS for this process (0: leave it); True when it was set. OpenBLAS reads it once, when
+    numpy loads it: a caller that already imported numpy (``main`` called in process, as the tests and the viewer
+    do) keeps its threads, and a warning says so."""
     if n <= 0:
-        return
+        return False
     if "numpy" in sys.modules:
-        raise RuntimeError("numpy was imported before the BLAS thread limit could be set")
+        logging.getLogger(__name__).warning("numpy is already loaded: models.blas_threads=%d not applied in this "
+                                            "process", n)
+        return False
     os.environ["OPENBLAS_NUM_THREADS"] = str(n)
+    return True
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -30,13 +30,15 @@ def test_limit_applies_before_numpy_loads_openblas():
     assert out.stdout.split() == ["1", "1"]  # no thread but the main one
 
 
-def test_limit_after_numpy_is_refused():
+def test_limit_after_numpy_is_reported_not_applied():
     out = _run("""
-        import numpy
+        import os, numpy
         from stream.cli import limit_blas_threads
-        limit_blas_threads(1)
+        print(limit_blas_threads(1), "OPENBLAS_NUM_THREADS" in os.environ)
     """)
-    assert out.returncode != 0 and "numpy was imported before" in out.stderr
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]
+    assert "numpy is already loaded" in out.stderr
 
 
 def test_setting_defaults_to_one_and_zero_keeps_openblas_default(monkeypatch):
