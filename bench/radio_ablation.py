@@ -53,6 +53,10 @@ VARIANTS = {
                           filters=(16, 16, 32, 96), extra_conv=96),
     "s2d_narrow_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", stem="s2d4",
                             filters=(16, 24, 48, 64)),
+    # sixth: a stronger brightness stretch, the fourth root (the literature's "increase of brightness")
+    "qroot": dict(extra=False, augment="rotate", labels="literature", stretch="qroot"),
+    "patch_qroot": dict(extra=False, augment="rotate", labels="literature", stretch="qroot", stem="patch4"),
+    "asinh": dict(extra=False, augment="rotate", labels="literature", stretch="asinh"),
 }
 
 

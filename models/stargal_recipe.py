@@ -19,6 +19,11 @@ artifact's ``metadata.json`` -> ``preprocessing`` block (absent: 2.0.0's behavio
   what PCA on z-scored pixels only implies: how wide the source is against the PSF. Standardised with the
   training mean and std and multiplied by ``scale`` (weight x std of the first principal component), so they
   count in the GP distance like a strong principal component.
+* **Gaussian size** (``hand_size = "gauss"``, from 2.3.0): the size column is instead the FWHM of the circular
+  Gaussian plus constant that best fits the central 15x15 pixels, over a bank of widths and sub-pixel centres
+  (`gauss_fwhm`). A free centre and a free background make it the least-squares fit itself, where the moments
+  above are pulled by the sky estimate, by neighbours and by a centring error; on the templates of the shared
+  alerts the fitted width separates PS1 stars from galaxies with AUC 0.99 against 0.94 for the moments.
 """
 from __future__ import annotations
 
@@ -37,6 +42,14 @@ CONCENTRATION_RADII = (1.5, 4.0)
 #: Starting (and, for ``fixed``, only) width of the moments' Gaussian weight, px.
 MOMENT_WEIGHT_SIGMA = 2.0
 MOMENT_ITERATIONS = {"fixed": 1, "adaptive": 6}
+#: Size methods of the hand features: the moments' two, and the fitted Gaussian (`gauss_fwhm`).
+SIZE_METHODS = (*MOMENT_ITERATIONS, "gauss")
+#: The Gaussian fit: central box (px), FWHM grid (px; ratio ~1.09 between steps, refined by a parabola) and
+#: sub-pixel centre offsets (px; a template stamp's object sits within a pixel or so of the centre).
+GAUSS_BOX = 15
+GAUSS_FWHM_GRID = np.geomspace(1.2, 8.0, 22)
+CENTROID_ITERATIONS = 3
+_GAUSS_START = int(np.argmin(np.abs(GAUSS_FWHM_GRID - 2.8)))   # where the width search starts (FWHM 2.8 px)
 
 
 def radii_squared(size: int) -> np.ndarray:
@@ -84,15 +97,88 @@ def _size_from_moment(m2: np.ndarray, sig: np.ndarray) -> np.ndarray:
     return np.clip(np.sqrt(np.maximum(s2, 0.09)), 0.3, 8.0)
 
 
-def hand_features(x: np.ndarray, size_method: Literal["fixed", "adaptive"]) -> np.ndarray:
+def _core_centroid(d: np.ndarray, half: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Flux-weighted centre (row, column offsets from the box centre, px) of the positive part of the central
+    (2 half + 1)^2 pixels of background-subtracted boxes ``d`` (N, B, B); 0 where there is no positive flux."""
+    b = d.shape[1]
+    c = (b - 1) // 2
+    core = np.maximum(d[:, c - half:c + half + 1, c - half:c + half + 1], 0.0)
+    u = np.arange(-half, half + 1, dtype=np.float64)
+    tot = core.sum(axis=(1, 2))
+    safe = np.where(tot > 0, tot, 1.0)
+    cy = np.where(tot > 0, (core.sum(axis=2) @ u) / safe, 0.0)
+    cx = np.where(tot > 0, (core.sum(axis=1) @ u) / safe, 0.0)
+    return cy, cx
+
+
+def gauss_fwhm(x: np.ndarray, box: int = GAUSS_BOX) -> np.ndarray:
+    """(N, S, S) NaN-free stamps -> (N,) FWHM (px) of the least-squares fit ``a g + b`` (a > 0) of a circular
+    Gaussian g, centred on the core's flux-weighted centroid, to the central ``box`` x ``box`` pixels.
+
+    For a fixed template the best amplitude and background are linear, and the residual falls by
+    ``(sum (d - mean d) t)^2 / ||t - mean t||^2``: the fit is the width of largest normalised correlation. A
+    circular Gaussian is separable, so a width's correlation is ``g_y^T D g_x``, a few small products per stamp
+    for the whole grid of widths. The fit is the *local* one a fit started at the core finds: the width climbs
+    from FWHM 2.8 px (a typical template PSF) to the nearest maximum, so the wings of a neighbour or of a
+    saturated star do not pull it to a broad optimum. The width is refined by a parabola in log width. It
+    agrees with a Levenberg-Marquardt fit of the same model, started at the same point with the centre free, to
+    a few per cent (tests)."""
+    x = np.asarray(x, dtype=np.float64)
+    n, size = len(x), x.shape[1]
+    if n == 0:
+        return np.zeros(0)
+    box = min(box, size)
+    t = (size - box) // 2
+    d = x[:, t:t + box, t:t + box]
+    d = d - d.mean(axis=(1, 2), keepdims=True)
+    pos = np.maximum(d - np.median(d.reshape(n, -1), axis=1)[:, None, None], 0.0)
+    cy, cx = _core_centroid(pos)
+    u = np.arange(box) - (box - 1) / 2
+    s0 = GAUSS_FWHM_GRID[_GAUSS_START] / FWHM_PER_SIGMA
+    for _ in range(CENTROID_ITERATIONS):   # Gaussian-weighted centroid: converges on a Gaussian's centre
+        wy = np.exp(-0.5 * ((u[None, :] - cy[:, None]) / s0) ** 2)
+        wx = np.exp(-0.5 * ((u[None, :] - cx[:, None]) / s0) ** 2)
+        f = pos * wy[:, :, None] * wx[:, None, :]
+        tot = f.sum(axis=(1, 2))
+        ok = tot > 0
+        safe = np.where(ok, tot, 1.0)
+        cy = np.clip(np.where(ok, (f.sum(axis=2) @ u) / safe, cy), -2.0, 2.0)
+        cx = np.clip(np.where(ok, (f.sum(axis=1) @ u) / safe, cx), -2.0, 2.0)
+    sig = GAUSS_FWHM_GRID / FWHM_PER_SIGMA                                  # (W,)
+    gy = np.exp(-0.5 * ((u[None, None, :] - cy[:, None, None]) / sig[None, :, None]) ** 2)   # (N, W, B)
+    gx = np.exp(-0.5 * ((u[None, None, :] - cx[:, None, None]) / sig[None, :, None]) ** 2)
+    corr = (np.matmul(gy, d) * gx).sum(axis=2)                              # (N, W): g_y^T D g_x
+    # ||t - mean t||^2 for t = g_y g_x^T: sum t^2 - (sum t)^2 / box^2, both separable
+    norm2 = (gy ** 2).sum(2) * (gx ** 2).sum(2) - (gy.sum(2) * gx.sum(2)) ** 2 / box ** 2
+    prof = np.where(corr > 0, corr, 0.0) ** 2 / np.maximum(norm2, 1e-12)   # (N, W)
+    w, idx = len(sig), np.arange(n)
+    k = np.full(n, _GAUSS_START)
+    for _ in range(w):                                                       # hill-climb along width
+        here = prof[idx, k]
+        up = np.where(k + 1 < w, prof[idx, np.minimum(k + 1, w - 1)], -1.0)
+        down = np.where(k > 0, prof[idx, np.maximum(k - 1, 0)], -1.0)
+        move = np.where((up > here) & (up >= down), 1, np.where(down > here, -1, 0))
+        if not move.any():
+            break
+        k = k + move
+    kk = np.clip(k, 1, w - 2)
+    y0, y1, y2 = (prof[idx, kk + j] for j in (-1, 0, 1))
+    den = y0 - 2 * y1 + y2
+    off = np.where(den < 0, 0.5 * (y0 - y2) / np.where(den < 0, den, -1.0), 0.0)
+    off = np.where(kk == k, np.clip(off, -1.0, 1.0), 0.0)                    # no refinement at the grid's ends
+    log_grid = np.log(GAUSS_FWHM_GRID)
+    return np.exp(log_grid[k] + off * (log_grid[1] - log_grid[0]))
+
+
+def hand_features(x: np.ndarray, size_method: Literal["fixed", "adaptive", "gauss"]) -> np.ndarray:
     """(N, S, S) NaN-free stamps -> (N, 2) float64: [second-moment FWHM (px), concentration].
 
     On ``d = max(x - b, 0)`` (b: ring median). Moments are Gaussian-weighted about the centre pixel and solved
     for the width of a Gaussian source (`_size_from_moment`). ``fixed``: once, with a 2-px weight (one matrix
     product for the whole batch); ``adaptive``: the weight set to the measured width and repeated (6 passes).
     """
-    if size_method not in MOMENT_ITERATIONS:
-        raise ValueError(f"unknown hand-feature size method {size_method!r} (fixed or adaptive)")
+    if size_method not in SIZE_METHODS:
+        raise ValueError(f"unknown hand-feature size method {size_method!r} ({', '.join(SIZE_METHODS)})")
     x = np.asarray(x)
     n, size = len(x), x.shape[1]
     ring = np.asarray(x, dtype=np.float32)[:, ring_mask(size)]
@@ -100,11 +186,13 @@ def hand_features(x: np.ndarray, size_method: Literal["fixed", "adaptive"]) -> n
     d = np.maximum(x.reshape(n, -1).astype(np.float64) - b, 0.0)
     r2, cols = _moment_columns(size)
     sums = d @ cols
+    conc = sums[:, 2] / (sums[:, 3] + 1e-12)
+    if size_method == "gauss":
+        return np.stack([gauss_fwhm(x), conc], axis=1)
     sig = _size_from_moment(sums[:, 1] / (sums[:, 0] + 1e-12), np.full(n, MOMENT_WEIGHT_SIGMA))
     for _ in range(MOMENT_ITERATIONS[size_method] - 1):
         f = d * np.exp(-0.5 * r2[None, :] / sig[:, None] ** 2)
         sig = _size_from_moment((f @ r2) / (f.sum(axis=1) + 1e-12), sig)
-    conc = sums[:, 2] / (sums[:, 3] + 1e-12)
     return np.stack([FWHM_PER_SIGMA * sig, conc], axis=1)
 
 
@@ -116,7 +204,7 @@ class StampRecipe:
     symmetrise: bool = False
     sym_radius: float = 4.0
     sym_k_sigma: float = 5.0
-    hand_size: str | None = None           # None: no hand features; "fixed" or "adaptive"
+    hand_size: str | None = None           # None: no hand features; "fixed", "adaptive" or "gauss"
     hand_mean: tuple[float, ...] = ()       # training mean of the raw hand features
     hand_std: tuple[float, ...] = ()        # training std
     hand_scale: float = 0.0                 # weight x std of the first principal component
@@ -130,7 +218,7 @@ class StampRecipe:
             raise ValueError(f"unknown preprocessing keys: {', '.join(sorted(unknown))}")
         sym = block.get("symmetrise") or {}
         hand = block.get("hand_features") or {}
-        if hand and hand.get("size") not in MOMENT_ITERATIONS:
+        if hand and hand.get("size") not in SIZE_METHODS:
             raise ValueError(f"unknown hand-feature size method {hand.get('size')!r}")
         return cls(nan_fill=block.get("nan_fill", "median"), symmetrise=bool(sym),
                    sym_radius=float(sym.get("radius", 4.0)), sym_k_sigma=float(sym.get("k_sigma", 5.0)),
@@ -143,7 +231,8 @@ class StampRecipe:
             out["symmetrise"] = {"radius": self.sym_radius, "k_sigma": self.sym_k_sigma,
                                  "rule": "r > radius: x = min(x, rot180(x) + k_sigma * ring noise)"}
         if self.hand_size:
-            out["hand_features"] = {"size": self.hand_size, "names": ["moment_fwhm_px", "concentration"],
+            size_name = "gauss_fwhm_px" if self.hand_size == "gauss" else "moment_fwhm_px"
+            out["hand_features"] = {"size": self.hand_size, "names": [size_name, "concentration"],
                                     "mean": list(self.hand_mean), "std": list(self.hand_std),
                                     "scale": self.hand_scale,
                                     "rule": "(raw - mean) / std * scale, appended to the PCA features"}

@@ -60,6 +60,7 @@ def test_stretch_lifts_faint_emission_and_keeps_the_ends():
 
     x = np.array([[[0.0, 0.04], [0.25, 1.0]]], dtype=np.float32)
     np.testing.assert_allclose(stretch_images(x, "sqrt"), [[[0.0, 0.2], [0.5, 1.0]]], rtol=1e-6)
+    np.testing.assert_allclose(stretch_images(x, "qroot"), [[[0.0, 0.04 ** 0.25], [0.5 ** 0.5, 1.0]]], rtol=1e-6)
     a = stretch_images(x, "asinh")
     assert a[0, 0, 0] == 0 and a[0, 1, 1] == pytest.approx(1.0) and a[0, 0, 1] > 0.04
     raw = np.array([[[2.0, 3.0], [6.0, 18.0]]], dtype=np.float32)

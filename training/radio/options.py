@@ -62,7 +62,7 @@ class RadioOptions(FamilyOptions):
                             "v1 with a 4x4 stride-4 stem; patch_deep: deep with that stem; s2d_*: a 4x4 "
                             "space-to-depth stem and a 3x3 convolution (training.radio.network.STEMS), with deep's "
                             "widths, lean (16, 16, 32, 96) + 96, or narrow (16, 24, 48, 64).")
-    stretch: Literal["none", "sqrt", "asinh"] = Field("sqrt", description="pool: brightness stretch after min-max "
+    stretch: Literal["none", "sqrt", "qroot", "asinh"] = Field("sqrt", description="pool: brightness stretch after min-max "
                                                                          "(recipe key 'stretch', "
                                                                          "models.preprocess.stretch_images).")
     select: bool = Field(True, description="pool: restore the epoch with the best balanced accuracy on the carved "

@@ -73,9 +73,10 @@ class StargalOptions(FamilyOptions):
     hand_features_weight: float = Field(0.0, ge=0, description="Append a second-moment size and a concentration, "
                                                                "standardised and scaled to this weight x the std "
                                                                "of the first principal component; 0: none.")
-    hand_size: Literal["fixed", "adaptive"] = Field("fixed", description="Second-moment size: fixed 2-px "
+    hand_size: Literal["fixed", "adaptive", "gauss"] = Field("fixed", description="Second-moment size: fixed 2-px "
                                                                        "Gaussian weight (one pass) or adaptive "
-                                                                       "(weight iterated to the size, 6 passes).")
+                                                                       "(weight iterated to the size, 6 passes), or gauss: "
+                                                                       "the FWHM of a fitted Gaussian (from 2.3.0).")
     smoothness: float | None = Field(None, gt=0, description="Fix the Matern smoothness nu of the alert-CV and "
                                                              "final fits (None: nu = 0.5 in the CV, optimised in "
                                                              "the final fit as optimise_smoothness says).")
