@@ -1,5 +1,5 @@
 """stargal 2.1.0's stamp recipe (models.stargal_recipe), its temperature, the GP predictor's exactness, and the
-served artifacts: 2.0.0 unchanged, 2.2.0 (2.1.0's recipe, alert stars thinned) the default with its recipe read from
+served artifacts: 2.0.0 unchanged, 2.3.0 (2.2.0 with a fitted-Gaussian size) the default with its recipe read from
 metadata."""
 from __future__ import annotations
 
@@ -160,13 +160,13 @@ def stamps(data_dir):
     return images[::20], labels[::20]
 
 
-def test_default_is_2_2_0_with_its_recipe_and_2_0_0_still_serves_as_before(stamps):
+def test_default_is_2_3_0_with_its_recipe_and_2_0_0_still_serves_as_before(stamps):
     reg = Registry()
-    assert reg.resolve("stargal").version == "2.2.0"
+    assert reg.resolve("stargal").version == "2.3.0"
     new, old = reg.load("stargal"), reg.load("stargal@2.0.0")
     assert isinstance(new, StarGalaxyGP) and isinstance(old, StarGalaxyGP)
     assert old.recipe == StampRecipe() and old.calibration is None and old.input_spec.nan_fill == "median"
-    assert new.recipe.symmetrise and new.recipe.hand_size and new.calibration["method"] == "temperature"
+    assert new.recipe.symmetrise and new.recipe.hand_size == "gauss" and new.calibration["method"] == "temperature"
     assert new.input_spec.nan_fill == "core_max_ring_median"
     assert new.predictor.train_features.shape[1] == 18
     images, labels = stamps

@@ -222,7 +222,7 @@ def test_table_lists_each_model_and_says_how_to_open(run, capsys):
     rc = main(["view", str(run["results"]), "--inputs", str(ALERTS), str(CANDELS), "--table"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert out.splitlines()[0].startswith("stargal@2.2.0")
+    assert out.splitlines()[0].startswith("stargal@2.3.0")
     assert "3 results unrouted" in out
     assert out.rstrip().splitlines()[-1].startswith(f"See the stamps next to these labels: stampflow view "
                                                     f"{run['results']} --inputs")
