@@ -22,7 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# A worker limits OpenBLAS before numpy loads (`models.blas_threads`, default 1; stream.cli.limit_blas_threads):
+# measure the serving path with the same limit. A value already in the environment is kept (and recorded).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -58,7 +62,8 @@ def time_calls(fn, x: np.ndarray, min_seconds: float, min_repeats: int = 3) -> f
 
 
 def machine() -> dict:
-    info = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    info = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
     try:
         from models.cnn import device_summary
 
@@ -123,7 +128,9 @@ def write(result: dict) -> None:
     (out_dir / f"models-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
     dev = result["machine"].get("device", {})
     where = f"{result['machine']['machine']}, {result['machine']['cpus']} cores, {dev.get('device', '?')}" + \
-        (f" ({dev.get('name')})" if dev.get("device") == "GPU" else "")
+        (f" ({dev.get('name')})" if dev.get("device") == "GPU" else "") + \
+        (f", OpenBLAS {result['machine']['openblas_threads']} thread(s)" if result["machine"].get("openblas_threads")
+         else "")
     lines = []
     for r in result["models"]:
         sv, mp = r["serving_images_per_s"], r["model_predict_images_per_s"]

@@ -185,6 +185,13 @@ def test_gram_tensors_and_posterior_match_muygpys():
     # Same answer without the precomputed training kernel.
     pred._train_kernel = None
     np.testing.assert_allclose(pred.posterior(q)[0], mean_ref, rtol=1e-7, atol=1e-9)
+    # The in-place noise on K_in's diagonal is bit for bit MuyGPyS's K_in + noise * eye, and the input is used
+    # as the batch's own scratch (a non-contiguous or read-only K_in goes through MuyGPyS's own perturb)
+    ref = muygps.noise.perturb(kin)
+    np.testing.assert_array_equal(pred._perturbed(kin.copy()), ref)
+    ro = kin.copy()
+    ro.flags.writeable = False
+    np.testing.assert_array_equal(pred._perturbed(ro), ref)
     # Leave-one-out exclusion never returns the excluded index.
     nn_loo, _, _ = pred.neighbourhoods(x[:5], exclude=np.arange(5))
     assert all(i not in row for i, row in enumerate(nn_loo))
