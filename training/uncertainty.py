@@ -97,26 +97,35 @@ def _rows(probabilities: np.ndarray, true: np.ndarray) -> list[dict[str, Any]]:
 
 
 def _calibrate_classifier(task: str, val: dict, y_val: np.ndarray, test: dict | None, y_test, seed: int,
-                          say: Callable) -> tuple[dict, dict]:
+                          say: Callable, fixed: float | None = None, why: str | None = None) -> tuple[dict, dict]:
+    """Temperature scaling fitted on the validation part; or, with ``fixed`` (and the reason ``why``), a
+    temperature set by hand and only measured here, for a model whose parts disagree on the temperature."""
     y_val = np.asarray(y_val, dtype=int)
     raw = val["outputs"]
-    t = fit_temperature(raw, y_val, task)
+    t = fit_temperature(raw, y_val, task) if fixed is None else float(fixed)
     before = class_probabilities(raw, task)
     after = class_probabilities(temperature_scale(raw, task, t), task)
-    held = cross_fitted(len(y_val), seed, lambda idx: fit_temperature(raw[idx], y_val[idx], task),
-                        lambda tt, idx: class_probabilities(temperature_scale(raw[idx], task, tt), task))
-    curves = {"validation, network": _rows(before, y_val), "validation, calibrated (cross-fitted)": _rows(held, y_val)}
+    held = after if fixed is not None else cross_fitted(
+        len(y_val), seed, lambda idx: fit_temperature(raw[idx], y_val[idx], task),
+        lambda tt, idx: class_probabilities(temperature_scale(raw[idx], task, tt), task))
+    label = "validation, calibrated" + (" (cross-fitted)" if fixed is None else " (fixed temperature)")
+    curves = {"validation, network": _rows(before, y_val), label: _rows(held, y_val)}
+    meaning = ("probabilities = softmax(log p / T) (sigmoid(logit p / T) for binary), fitted by minimising the "
+               "validation negative log-likelihood; argmax and so labels are unchanged")
+    if fixed is not None:
+        meaning = f"probabilities = softmax(log p / T) with T = {t:g} set by hand, not fitted: {why}"
     block: dict[str, Any] = {
-        "method": "temperature", "temperature": t,
-        "meaning": "probabilities = softmax(log p / T) (sigmoid(logit p / T) for binary), fitted by minimising the "
-                   "validation negative log-likelihood; argmax and so labels are unchanged",
-        "fitted_on": {"part": "validation", "n": int(len(y_val))}, "ece_bins": ECE_BINS,
+        "method": "temperature", "temperature": t, "fitted": fixed is None,
+        "meaning": meaning,
+        "fitted_on": {"part": "validation" if fixed is None else "none (fixed; measured on validation)",
+                      "n": int(len(y_val))}, "ece_bins": ECE_BINS,
         "ece_before": {"validation": ece_from_bins(curves["validation, network"])},
-        "ece_after": {"validation_cross_fitted": ece_from_bins(curves["validation, calibrated (cross-fitted)"]),
+        "ece_after": {"validation_cross_fitted": ece_from_bins(curves[label]),
                       "validation_in_sample": ece_from_bins(_rows(after, y_val))},
         "nll_before": {"validation": nll(before, y_val)}, "nll_after": {"validation_in_sample": nll(after, y_val)},
-        "cross_fitted": "temperature fitted on one seeded half of the validation part, ECE measured on the other, "
-                        f"and the other way round (seed {seed})",
+        "cross_fitted": ("temperature fitted on one seeded half of the validation part, ECE measured on the other, "
+                         f"and the other way round (seed {seed})") if fixed is None else
+                        "not applicable: nothing is fitted, so every validation number is out of sample",
     }
     if test is not None:
         y_test = np.asarray(y_test, dtype=int)
@@ -128,7 +137,7 @@ def _calibrate_classifier(task: str, val: dict, y_val: np.ndarray, test: dict | 
         block["nll_before"]["test"], block["nll_after"]["test"] = nll(tb, y_test), nll(ta, y_test)
         block["fitted_on"]["test_n"] = int(len(y_test))
     say(f"temperature {t:.3f}: ECE validation {block['ece_before']['validation']:.4f} -> "
-        f"{block['ece_after']['validation_cross_fitted']:.4f} (cross-fitted)"
+        f"{block['ece_after']['validation_cross_fitted']:.4f} ({'cross-fitted' if fixed is None else 'fixed'})"
         + (f", test {block['ece_before']['test']:.4f} -> {block['ece_after']['test']:.4f}" if test else ""))
     return block, curves
 
@@ -210,7 +219,8 @@ def attach_uncertainty(artifact_dir: Path, *, x_fit: np.ndarray, x_val: np.ndarr
                        y_test: np.ndarray | None = None, feature_layer: str | None = None,
                        feature_rings: int | None = OOD_RINGS, ood_k: int = OOD_K,
                        mc_samples: int = MC_SAMPLES, seed: int = 0, quantile: float = OOD_QUANTILE,
-                       replace: bool = False, provenance: dict[str, Any] | None = None) -> dict:
+                       replace: bool = False, provenance: dict[str, Any] | None = None,
+                       temperature: float | None = None, temperature_why: str | None = None) -> dict:
     """Fit and store calibration + an out-of-distribution rule in an unreleased CNN artifact (module docstring).
 
     ``x_*`` are raw stamps as the serving path receives them: (N, size, size, C) float32, NaN filled, BEFORE the
@@ -221,6 +231,8 @@ def attach_uncertainty(artifact_dir: Path, *, x_fit: np.ndarray, x_val: np.ndarr
     keys ``calibration``, ``ood``, ``uncertainty``, ``plots.reliability``; files ``ood.npz``, ``reliability.png``)
     and returns ``{"calibration": ..., "ood": ...}``. ``replace`` allows refitting an artifact that has a block;
     ``provenance`` (JSON-able: where the parts came from) is stored as ``calibration.fitted_on.data``.
+    ``temperature`` (classifiers): a temperature set by hand instead of fitted, with the reason
+    ``temperature_why`` stored beside it (radio-first 1.1.0: its parts disagree, docs/models.md).
     """
     from training.plots import plot_coverage, plot_reliability
 
@@ -237,6 +249,9 @@ def attach_uncertainty(artifact_dir: Path, *, x_fit: np.ndarray, x_val: np.ndarr
             x_test is not None and len(x_test) != len(y_test)):
         raise StampflowError(f"{where}: x_val/y_val (and x_test/y_test) must come in pairs of equal length")
     task, recipe = meta["task"], dict(meta.get("preprocess") or {})
+    if temperature is not None and (task not in CLASSIFIERS or not temperature > 0 or not temperature_why):
+        raise StampflowError(f"{where}: a fixed temperature needs a classifier, a value > 0 and a reason "
+                             f"(task {task}, temperature {temperature}, reason {temperature_why!r})")
     model = load_keras(path / meta.get("weights", "model.keras"))
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     feature_layer = feature_layer or feature_map_layer(model)
@@ -259,7 +274,8 @@ def attach_uncertainty(artifact_dir: Path, *, x_fit: np.ndarray, x_val: np.ndarr
     fit, val = run(x_fit), run(x_val)
     test = run(x_test) if x_test is not None else None
     if task in CLASSIFIERS:
-        calibration, curves = _calibrate_classifier(task, val, y_val, test, y_test, seed, say)
+        calibration, curves = _calibrate_classifier(task, val, y_val, test, y_test, seed, say, temperature,
+                                                    temperature_why)
     else:
         calibration, curves = _calibrate_regression(val, y_val, test, y_test, mc_from=mc_from, samples=mc_samples,
                                                     seed=seed, say=say)
