@@ -45,7 +45,8 @@ def radio(data_dir, tmp_path_factory):
                for name, images in [("griese valid", griese.images[valid]), ("frdeep FIRST", first.images[pick]),
                                     ("NVSS", nvss.images[pick])]}
     print(f"radio-first 1.0.0 + block, flagged share: {flagged}")
-    return {"flagged": flagged, "path": path}
+    return {"flagged": flagged, "path": path, "valid": stamps(griese.images[valid][::10]),
+            "nvss": stamps(nvss.images[pick])}
 
 
 def test_nvss_stamps_are_flagged_for_the_first_model(radio):
@@ -64,3 +65,19 @@ def test_the_source_artifact_is_untouched(radio):
     meta = read_metadata(BUNDLED_ROOT / "radio-first" / "1.0.0")
     assert "ood" not in meta and "calibration" not in meta
     assert read_metadata(radio["path"])["derived_from"]["model"] == "radio-first@1.0.0"
+
+
+def test_the_served_default_is_1_0_0_with_the_rule_and_its_own_probabilities(radio):
+    """radio-first 1.1.0 (the default): 1.0.0's weights, the OOD rule, and T = 1 set by hand with its reason, so
+    its probabilities are 1.0.0's; it flags NVSS stamps and few Griese `valid` ones."""
+    reg = Registry()
+    info = reg.resolve("radio-first")
+    assert info.version == "1.1.0" and info.metadata["derived_from"]["model"] == "radio-first@1.0.0"
+    cal = info.metadata["calibration"]
+    assert cal["temperature"] == 1.0 and cal["fitted"] is False and "valid" in cal["meaning"]
+    new, old = reg.load("radio-first"), reg.load("radio-first@1.0.0")
+    p_new, p_old = new.predict_batch(radio["valid"]), old.predict_batch(radio["valid"])
+    np.testing.assert_allclose(p_new.probabilities, p_old.probabilities, atol=1e-5)
+    assert p_new.labels == p_old.labels and p_old.out_of_distribution is None
+    assert np.mean(p_new.out_of_distribution) <= 0.1
+    assert np.mean(new.predict_batch(radio["nvss"]).out_of_distribution) >= 0.25

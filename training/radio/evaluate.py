@@ -30,8 +30,11 @@ def calibration_summary(info: ModelInfo, probs: np.ndarray, y: np.ndarray) -> di
     sums = probs.sum(axis=1, keepdims=True)
     p = np.divide(probs, sums, out=np.full_like(probs, 1.0 / probs.shape[1]), where=sums > 0)
     cal = info.metadata.get("calibration") or {}
-    return {"ece_15_bins": expected_calibration_error(p, y, 15), "calibrated": bool(cal),
-            "method": cal.get("method"), "temperature": cal.get("temperature")}
+    # a temperature set by hand (radio-first 1.1.0: T = 1, the network's own probabilities) is not a calibration
+    fitted = bool(cal) and cal.get("fitted", True)
+    return {"ece_15_bins": expected_calibration_error(p, y, 15), "calibrated": fitted,
+            "method": cal.get("method"), "temperature": cal.get("temperature"),
+            **({"temperature_fixed_because": cal.get("meaning")} if cal and not fitted else {})}
 
 
 def ood_summary(info: ModelInfo, flags: list) -> dict[str, Any]:
