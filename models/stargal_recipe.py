@@ -20,8 +20,8 @@ artifact's ``metadata.json`` -> ``preprocessing`` block (absent: 2.0.0's behavio
   training mean and std and multiplied by ``scale`` (weight x std of the first principal component), so they
   count in the GP distance like a strong principal component.
 * **Gaussian size** (``hand_size = "gauss"``, from 2.3.0): the size column is instead the FWHM of the circular
-  Gaussian plus constant that best fits the central 15x15 pixels, over a bank of widths and sub-pixel centres
-  (`gauss_fwhm`). A free centre and a free background make it the least-squares fit itself, where the moments
+  Gaussian plus constant that best fits the central 15x15 pixels, over a grid of widths at the core's sub-pixel
+  centroid (`gauss_fwhm`). A free centre and a free background make it the least-squares fit itself, where the moments
   above are pulled by the sky estimate, by neighbours and by a centring error; on the templates of the shared
   alerts the fitted width separates PS1 stars from galaxies with AUC 0.99 against 0.94 for the moments.
 """
@@ -162,8 +162,6 @@ def gauss_fwhm(x: np.ndarray, background: np.ndarray | None = None, box: int = G
     cy, cx = _core_centroid(pos)
     u = (np.arange(box) - (box - 1) / 2).astype(np.float32)
     table, s1, s2 = _profile_table(box)
-    iy = np.zeros(n, dtype=np.intp)
-    ix = np.zeros(n, dtype=np.intp)
     for _ in range(CENTROID_ITERATIONS):   # Gaussian-weighted centroid: converges on a Gaussian's centre
         iy, ix = _centre_index(cy), _centre_index(cx)
         wy, wx = table[iy, _GAUSS_START], table[ix, _GAUSS_START]           # (N, B) weights of FWHM 2.8 px
@@ -208,11 +206,12 @@ def _climb(prof: np.ndarray, start: int) -> np.ndarray:
 
 
 def hand_features(x: np.ndarray, size_method: Literal["fixed", "adaptive", "gauss"]) -> np.ndarray:
-    """(N, S, S) NaN-free stamps -> (N, 2) float64: [second-moment FWHM (px), concentration].
+    """(N, S, S) NaN-free stamps -> (N, 2) float64: [size: FWHM (px), concentration].
 
     On ``d = max(x - b, 0)`` (b: ring median). Moments are Gaussian-weighted about the centre pixel and solved
     for the width of a Gaussian source (`_size_from_moment`). ``fixed``: once, with a 2-px weight (one matrix
-    product for the whole batch); ``adaptive``: the weight set to the measured width and repeated (6 passes).
+    product for the whole batch); ``adaptive``: the weight set to the measured width and repeated (6 passes);
+    ``gauss``: the size is `gauss_fwhm` instead (the fitted Gaussian, measured above the same b).
     """
     if size_method not in SIZE_METHODS:
         raise ValueError(f"unknown hand-feature size method {size_method!r} ({', '.join(SIZE_METHODS)})")

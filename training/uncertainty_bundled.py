@@ -152,13 +152,22 @@ def radio_parts(meta: dict, n: int, seed: int = 0) -> dict[str, Any]:
     path = data_root() / "radio" / "first_galaxy_dataset" / "galaxy_data_trainvalid_h5.zip"
     g = load_radio(path, "griese", split="train,valid")
     train, valid = np.flatnonzero(g.splits == "train"), np.flatnonzero(g.splits == "valid")
-    split_seed = int((meta.get("split") or {}).get("seed", 0))
-    fit, val = (train[p] for p in stratified_split_fractions(g.labels[train], (0.85, 0.15), split_seed))
+    # the network's own fit / validation split, rebuilt from what its metadata recorded and checked against it:
+    # the validation part must be the one it never trained on
+    split = meta.get("split") or {}
+    counts, split_seed = split.get("counts") or {}, int(split.get("seed", 0))
+    if not counts.get("fit") or not counts.get("validation"):
+        raise StampflowError(f"{meta['name']}@{meta['version']}: metadata records no fit/validation split counts")
+    frac = counts["validation"] / (counts["fit"] + counts["validation"])
+    fit, val = (train[p] for p in stratified_split_fractions(g.labels[train], (1.0 - frac, frac), split_seed))
+    if (len(fit), len(val)) != (counts["fit"], counts["validation"]):
+        raise StampflowError(f"{meta['name']}@{meta['version']}: its split ({counts['fit']} / {counts['validation']})"
+                             f" is not reproduced here ({len(fit)} / {len(val)}): different data?")
     fit = np.sort(np.random.default_rng(seed).permutation(fit)[:n])
     stamps = lambda idx: prepare_images(g.images[idx], spec)  # noqa: E731 - geometry only; the recipe is served
     prov = {"data": f"{path.name}: fit = {len(fit)} of the network's fit part (seeded), validation = the part "
-                    f"carved out of 'train' when it was trained (stratified 15%, seed {split_seed}; never trained "
-                    "on), test = the published 'valid' part",
+                    f"carved out of 'train' when it was trained (stratified {frac:.0%}, seed {split_seed}; never "
+                    "trained on), test = the published 'valid' part",
             "counts": {"fit": int(len(fit)), "validation": int(len(val)), "test": int(len(valid))}}
     return {"x_fit": stamps(fit), "x_val": stamps(val), "y_val": g.labels[val], "x_test": stamps(valid),
             "y_test": g.labels[valid], "provenance": prov}
