@@ -25,7 +25,9 @@ EXIT_USER_ERROR = 2
 def _settings(args: argparse.Namespace, **overrides: Any):
     from stream.config import load_settings
 
-    return load_settings(getattr(args, "config", None), **overrides)
+    settings = load_settings(getattr(args, "config", None), **overrides)
+    choose_onednn(settings.models.onednn)
+    return settings
 
 
 def _setup_logging(level: str) -> None:
@@ -133,6 +135,21 @@ def limit_blas_threads(n: int) -> bool:
                                             "process", n)
         return False
     os.environ["OPENBLAS_NUM_THREADS"] = str(n)
+    return True
+
+
+def choose_onednn(on: bool | None) -> bool:
+    """TF_ENABLE_ONEDNN_OPTS for this process from ``models.onednn`` (None: leave the environment's choice); True
+    when it was set. TensorFlow reads it once, at import: a caller that already imported it keeps its kernels, and
+    a warning says so when that differs from the setting."""
+    if on is None:
+        return False
+    value = "1" if on else "0"
+    if "tensorflow" in sys.modules:
+        if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != value:
+            log.warning("TensorFlow is already loaded: models.onednn=%s not applied in this process", on)
+        return False
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = value
     return True
 
 

@@ -118,6 +118,12 @@ class ModelSettings(_Section):
     # its default (every core) a star/galaxy worker burnt 1,040-1,060 us of CPU per alert, with one 654-670.
     blas_threads: int = Field(1, ge=0, description="OpenBLAS threads per `serve` or `classify` process "
                                                     "(OPENBLAS_NUM_THREADS); 0 keeps OpenBLAS's own default.")
+    # TensorFlow enables oneDNN only on CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2 its Eigen fallback ran
+    # radio-first's network ~2.2x slower (docs/models.md, "CPU kernels"). None leaves the choice to the
+    # environment (TF_ENABLE_ONEDNN_OPTS, which stampflow defaults to on).
+    onednn: Optional[bool] = Field(None, description="TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS) for "
+                                                      "`serve`, `classify`, `replay` and training; None: the "
+                                                      "environment's choice, on unless it says 0.")
 
 
 class OutputSettings(_Section):

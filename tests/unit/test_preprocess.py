@@ -205,6 +205,24 @@ def test_row_median_is_numpy_median(shape):
     np.testing.assert_array_equal(row_median(rows), np.median(rows, axis=1, keepdims=True))
 
 
+def test_sparse_row_median_is_numpy_median():
+    """The shortcut for rows of which more than half is the minimum (noise-clipped radio stamps), mixed with rows
+    that need the partition, and the boundary: exactly half at the minimum is not enough."""
+    from models.preprocess import sparse_row_median as row_median
+
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 40))
+        rows = (rng.integers(0, 4, (n, m)) * 0.5).astype(np.float32)
+        rows[rng.random(n) < 0.3] = rng.normal(size=m).astype(np.float32)
+        np.testing.assert_array_equal(row_median(rows), np.median(rows, axis=1, keepdims=True), err_msg=str(trial))
+    half = np.array([[0, 0, 5, 7], [0, 0, 0, 7], [2, 2, 2, 2]], np.float32)
+    np.testing.assert_array_equal(row_median(half), [[2.5], [0], [2]])
+    stamps = np.zeros((4, 150 * 150), np.float32)
+    stamps[:, :100] = rng.random((4, 100), dtype=np.float32)
+    np.testing.assert_array_equal(row_median(stamps), np.zeros((4, 1), np.float32))
+
+
 def test_fast_asinh_and_sigma_clip_match_the_plain_formulas():
     from models.preprocess import apply_recipe, sigma_clip
 
