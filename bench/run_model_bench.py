@@ -129,6 +129,7 @@ def write(result: dict) -> None:
     dev = result["machine"].get("device", {})
     where = f"{result['machine']['machine']}, {result['machine']['cpus']} cores, {dev.get('device', '?')}" + \
         (f" ({dev.get('name')})" if dev.get("device") == "GPU" else "") + \
+        (", oneDNN" if dev.get("onednn") else "") + \
         (f", OpenBLAS {result['machine']['openblas_threads']} thread(s)" if result["machine"].get("openblas_threads")
          else "")
     lines = []
