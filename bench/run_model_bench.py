@@ -65,7 +65,7 @@ def machine() -> dict:
     info = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
     try:
-        from models.cnn import device_summary
+        from models.tensorflow_runtime import device_summary
 
         info["device"] = device_summary()
     except Exception as exc:  # report, never fail the bench on it

@@ -26,6 +26,7 @@ import numpy as np
 
 from models.base import TASKS, BatchPrediction, Classifier, InputSpec, ModelInfo
 from models.batchnorm_fold import fold_batchnorm
+from models.tensorflow_runtime import device_summary, tensorflow
 from models.preprocess import apply_recipe
 from schemas.errors import StampflowError
 
@@ -40,34 +41,6 @@ MAX_CHUNK = 256
 #: 2,495 images/s with chunks of 256 against 2,100 with 32, spin 1,355 against 997 (best of 6, alternated).
 CPU_CHUNK_VALUES = 32 * 150 * 150
 DEFAULT_WEIGHTS = "model.keras"
-
-
-def tensorflow():
-    """Import TensorFlow quietly (its C++ start-up chatter is not ours to show)."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
-
-
-def device_summary() -> dict[str, Any]:
-    """Which device TensorFlow will use: the first GPU if any, else the CPU."""
-    tf = tensorflow()
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return {"device": "GPU", "name": details.get("device_name", gpus[0].name), "count": len(gpus)}
-    return {"device": "CPU", "name": "cpu", "count": 0, "onednn": onednn_enabled()}
-
-
-def onednn_enabled() -> bool:
-    """Whether TensorFlow runs its oneDNN CPU kernels in this process (fixed at import: models/__init__.py)."""
-    tensorflow()
-    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own answer; no public API says it
-
-    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def serving_chunk(input_shape: Sequence[int]) -> int:

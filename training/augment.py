@@ -14,7 +14,7 @@ def augmentation(rotate_deg: float = 0.0, flip: str | None = None, zoom: float =
     "horizontal_and_vertical"; ``zoom``: ±fraction; ``shift``: ±fraction of the image size. Empty corners are
     filled with the nearest edge pixels, so augmentation never invents a border the sky does not have.
     """
-    from models.cnn import tensorflow
+    from models.tensorflow_runtime import tensorflow
 
     tensorflow()
     import keras
@@ -41,7 +41,7 @@ def dihedral_augmentation(seed: int = 0):
     and gave a worse test RMSE after the same 8 CANDELS epochs (0.179 vs 0.145; see docs/morphology.md).
     Each image of a batch draws its own symmetry.
     """
-    from models.cnn import tensorflow
+    from models.tensorflow_runtime import tensorflow
 
     tf = tensorflow()
     import keras

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.base import TASKS, InputSpec, ModelInfo
-from models.cnn import DEFAULT_WEIGHTS, compile_predict, device_summary, load_keras, tensorflow
+from models.cnn import DEFAULT_WEIGHTS, compile_predict, load_keras
+from models.tensorflow_runtime import device_summary, tensorflow
 from models.registry import BUNDLED_ROOT, Registry, serving_kind
 from models.versioning import code_version
 from schemas.errors import StampflowError

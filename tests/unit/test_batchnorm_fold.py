@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from models.batchnorm_fold import fold_batchnorm, fold_pairs
-from models.cnn import compile_predict, compile_serving, tensorflow
+from models.cnn import compile_predict, compile_serving
+from models.tensorflow_runtime import tensorflow
 from models.registry import Registry
 
 

@@ -23,7 +23,7 @@ def _run(code: str, **env: str) -> list[str]:
 def test_models_turns_onednn_on_before_tensorflow_loads():
     assert _run("""
         import models
-        from models.cnn import onednn_enabled
+        from models.tensorflow_runtime import onednn_enabled
         print(onednn_enabled())
     """) == ["True"]
 
@@ -31,7 +31,7 @@ def test_models_turns_onednn_on_before_tensorflow_loads():
 def test_the_environment_can_keep_eigen():
     assert _run("""
         import training  # imports models first
-        from models.cnn import device_summary
+        from models.tensorflow_runtime import device_summary
         print(device_summary()["onednn"])
     """, TF_ENABLE_ONEDNN_OPTS="0") == ["False"]
 
@@ -43,7 +43,7 @@ def test_the_setting_applies_before_import_and_warns_after():
         from stream.cli import choose_onednn
         print(choose_onednn(None), os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"))
         print(choose_onednn(False), os.environ["TF_ENABLE_ONEDNN_OPTS"])
-        from models.cnn import onednn_enabled
+        from models.tensorflow_runtime import onednn_enabled
         print(onednn_enabled(), choose_onednn(True), choose_onednn(False))
     """) == ["False", "unset", "True", "0", "False", "False", "False"]
 
@@ -71,3 +71,15 @@ def test_both_kernels_give_the_same_radio_outputs(tmp_path):
         outs.append(np.load(path))
     assert np.array_equal(outs[0].argmax(1), outs[1].argmax(1))
     assert np.abs(outs[0] - outs[1]).max() < 1e-4
+
+
+def test_importing_tensorflow_with_onednn_says_nothing():
+    """TensorFlow logs 'oneDNN custom operations are on' before absl is initialised, where TF_CPP_MIN_LOG_LEVEL
+    does not reach; `tensorflow()` keeps that line (and absl's note about it) out of every command's output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")}
+    out = subprocess.run([sys.executable, "-c", "from models.tensorflow_runtime import tensorflow; "
+                          "from models.tensorflow_runtime import onednn_enabled; print(onednn_enabled())"],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True"]
+    assert out.stderr == ""
