@@ -57,6 +57,8 @@ VARIANTS = {
     "qroot": dict(extra=False, augment="rotate", labels="literature", stretch="qroot"),
     "patch_qroot": dict(extra=False, augment="rotate", labels="literature", stretch="qroot", stem="patch4"),
     "asinh": dict(extra=False, augment="rotate", labels="literature", stretch="asinh"),
+    # seventh: the rotation-invariant ring head (3 annuli of the unpooled 9x9 map) on 1.0.0's widths
+    "rings_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", head="rings"),
 }
 
 
@@ -88,7 +90,7 @@ def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, ba
                                 epochs=epochs, batch=batch, lr=lr, seed=seed, augment=spec["augment"],
                                 filters=spec.get("filters"), weighting=spec.get("weighting", "balanced"),
                                 extra_conv=spec.get("extra_conv", 0), select=select,
-                                stem=spec.get("stem", "conv5s2"))
+                                stem=spec.get("stem", "conv5s2"), head=spec.get("head", "flatten"))
     seconds = time.perf_counter() - t0
     p_plain = dihedral_average(model, x[val], transforms=1)
     p_tta = dihedral_average(model, x[val], transforms=8)

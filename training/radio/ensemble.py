@@ -15,7 +15,7 @@ import numpy as np
 from training.augment import augmentation, dihedral_augmentation
 from training.cnn import fit, predict_array
 from training.evaluation import balanced_accuracy
-from training.radio.network import AUGMENT, CONV_FILTERS, build_model, stem_of
+from training.radio.network import AUGMENT, CONV_FILTERS, build_model, head_of, stem_of
 from training.radio.sets import GRIESE_CLASSES
 
 
@@ -48,7 +48,7 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
                   sub: np.ndarray | None = None, epochs: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                   augment: str = "dihedral", filters: Sequence[int] | None = None, desc: str = "radio",
                   weighting: str = "balanced", extra_conv: int = 0, select: bool = False,
-                  stem: str = "conv5s2"):
+                  stem: str = "conv5s2", head: str = "flatten"):
     """One network, fixed epochs (no early stopping: every arm gets the same budget); ``weighting``: balanced
     class weights (each class counts equally) or none (each image counts equally).
 
@@ -60,7 +60,7 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
     target = y_fit if sub is None else sub
     k = int(target.max()) + 1 if sub is not None else len(GRIESE_CLASSES)
     model = build_model(n_classes=k, size=int(x_fit.shape[1]), seed=seed, filters=tuple(filters or CONV_FILTERS),
-                        extra_conv=extra_conv, stem=stem)
+                        extra_conv=extra_conv, stem=stem, head=head)
     compile_model(model, lr, epochs * int(np.ceil(len(target) / batch)))
     val = (x_val, y_val) if x_val is not None and sub is None else None
     chooser = BestBalanced(x_val, y_val) if select and val is not None else None
@@ -139,7 +139,8 @@ def served_model(members: Sequence[Any], name: str = "radio_first"):
         filters = tuple(c.filters for c in convs if not c.name.endswith("b"))
         stem = stem_of(m)
         copy = build_model(n_classes=k, size=int(shape[0]), filters=filters, dense=m.get_layer("dense").units,
-                           prefix=f"m{i}_", inputs=inp, extra_conv=extra[0] if extra else 0, stem=stem)
+                           prefix=f"m{i}_", inputs=inp, extra_conv=extra[0] if extra else 0, stem=stem,
+                           head=head_of(m))
         copy.set_weights(m.get_weights())
         out = copy.outputs[0]
         if k != len(GRIESE_CLASSES):

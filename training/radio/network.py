@@ -70,6 +70,34 @@ DEEP_EXTRA_CONV = 96
 STEM_CONV = {"conv5s2": (5, 2), "patch4": (4, 4), "s2d4": (3, 1), "patch2": (2, 2)}
 STEMS = tuple(STEM_CONV)
 
+# The head. flatten (1.0.0): the last block is pooled to 4x4 and flattened, which keeps where each feature sits but
+# has to learn every orientation of it. rings (seventh session): the last block's 9x9 map, unpooled, averaged over
+# RING_HEAD_RINGS centred annuli per channel (a fixed, non-trainable Dense over the flattened grid, so safe mode
+# loads it): invariant to rotation about the centre by construction, while "what is at the core" and "what is at
+# the edge", the FRI/FRII difference, stay apart.
+HEADS = ("flatten", "rings")
+RING_HEAD_RINGS = 3
+
+
+def ring_pool(x, rings: int, prefix: str = ""):
+    """(N, H, W, C) -> (N, rings * C): per-channel means over `models.cnn.ring_weights` annuli, built-in layers."""
+    from keras import layers
+
+    from models.cnn import ring_weights
+
+    h, w, c = (int(d) for d in x.shape[1:])
+    x = layers.Reshape((h * w, c), name=f"{prefix}ring_grid")(x)
+    x = layers.Permute((2, 1), name=f"{prefix}ring_channels")(x)
+    pool = layers.Dense(rings, use_bias=False, trainable=False, name=f"{prefix}ring_pool")
+    x = pool(x)
+    pool.set_weights([ring_weights(h, w, rings).reshape(rings, h * w).T])
+    return layers.Flatten(name=f"{prefix}flatten")(x)
+
+
+def head_of(model, prefix: str = "") -> str:
+    """Which head a network built by `build_model` has (read off its layer names)."""
+    return "rings" if any(layer.name == f"{prefix}ring_pool" for layer in model.layers) else "flatten"
+
 
 def stem_of(model, prefix: str = "") -> str:
     """The `STEMS` entry a network built by `build_model` was built with, read off its layers."""
@@ -96,16 +124,18 @@ def space_to_depth(x, block: int, prefix: str = ""):
 
 def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filters: tuple[int, ...] = CONV_FILTERS,
                 dense: int = 128, dropout: float = 0.25, seed: int = 0, prefix: str = "", inputs=None,
-                extra_conv: int = 0, stem: str = "conv5s2"):
+                extra_conv: int = 0, stem: str = "conv5s2", head: str = "flatten"):
     """(size, size, 1) float32 -> softmax over ``n_classes``. Layer names are fixed so weights transfer;
     ``prefix`` and ``inputs`` (a shared Keras input) let an ensemble hold several copies in one flat graph.
     ``extra_conv``: channels of a second 3x3 convolution in the last block (``conv<n>b``, before its pooling);
-    0 = none (1.0.0). ``stem``: the first block, one of `STEMS`."""
+    0 = none (1.0.0). ``stem``: the first block, one of `STEMS`; ``head``: one of `HEADS`."""
     import keras
     from keras import layers
 
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r} (choose from {', '.join(STEMS)})")
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r} (choose from {', '.join(HEADS)})")
     init = keras.initializers.HeNormal(seed=seed)
     inp = keras.Input((size, size, 1), name="stamp") if inputs is None else inputs
     x = space_to_depth(inp, 4, prefix) if stem == "s2d4" else inp
@@ -122,9 +152,12 @@ def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filter
                               name=f"{prefix}conv{i}b")(x)
             x = layers.BatchNormalization(name=f"{prefix}bn{i}b")(x)
             x = layers.Activation("relu", name=f"{prefix}relu{i}b")(x)
-        if not (first and stem in ("patch4", "s2d4")):  # these stems land on the 37x37 grid themselves
-            x = layers.MaxPooling2D(2, name=f"{prefix}pool{i}")(x)
-    x = layers.Flatten(name=f"{prefix}flatten")(x)
+        if first and stem in ("patch4", "s2d4"):  # these stems land on the 37x37 grid themselves
+            continue
+        if head == "rings" and i == len(filters):  # the ring head averages the unpooled last map
+            continue
+        x = layers.MaxPooling2D(2, name=f"{prefix}pool{i}")(x)
+    x = ring_pool(x, RING_HEAD_RINGS, prefix) if head == "rings" else layers.Flatten(name=f"{prefix}flatten")(x)
     x = layers.Dropout(dropout, seed=seed, name=f"{prefix}dropout1")(x)
     x = layers.Dense(dense, activation="relu", kernel_initializer=init, name=f"{prefix}dense")(x)
     x = layers.Dropout(dropout, seed=seed + 1, name=f"{prefix}dropout2")(x)

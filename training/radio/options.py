@@ -56,12 +56,13 @@ class RadioOptions(FamilyOptions):
                                                        "trained by training.radio.ensemble.train_network on this "
                                                        "pool (bench/radio_ablation.py runs): assembled and recorded "
                                                        "instead of trained again.")
-    arch: Literal["v1", "deep", "patch", "patch_deep", "s2d_deep", "s2d_lean", "s2d_narrow"] = Field(
+    arch: Literal["v1", "deep", "patch", "patch_deep", "s2d_deep", "s2d_lean", "s2d_narrow", "v1_rings"] = Field(
         "deep", description="pool: the network (training.radio.train_pool.ARCHS). v1: 1.0.0's (16, 32, 64, 64); "
                             "deep: (16, 24, 48, 96) and a second 96-channel 3x3 convolution on the 9x9 grid; patch: "
                             "v1 with a 4x4 stride-4 stem; patch_deep: deep with that stem; s2d_*: a 4x4 "
                             "space-to-depth stem and a 3x3 convolution (training.radio.network.STEMS), with deep's "
-                            "widths, lean (16, 16, 32, 96) + 96, or narrow (16, 24, 48, 64).")
+                            "widths, lean (16, 16, 32, 96) + 96, or narrow (16, 24, 48, 64); v1_rings: v1 with "
+                            "the rotation-invariant ring head (training.radio.network.HEADS).")
     stretch: Literal["none", "sqrt", "qroot", "asinh"] = Field("sqrt", description="pool: brightness stretch after min-max "
                                                                          "(recipe key 'stretch', "
                                                                          "models.preprocess.stretch_images).")

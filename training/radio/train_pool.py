@@ -45,7 +45,9 @@ ARCHS = {"v1": {"filters": CONV_FILTERS, "extra_conv": 0},
          "patch_deep": {"filters": DEEP_FILTERS, "extra_conv": DEEP_EXTRA_CONV, "stem": "patch4"},
          "s2d_deep": {"filters": DEEP_FILTERS, "extra_conv": DEEP_EXTRA_CONV, "stem": "s2d4"},
          "s2d_lean": {"filters": (16, 16, 32, 96), "extra_conv": DEEP_EXTRA_CONV, "stem": "s2d4"},
-         "s2d_narrow": {"filters": (16, 24, 48, 64), "extra_conv": 0, "stem": "s2d4"}}
+         "s2d_narrow": {"filters": (16, 24, 48, 64), "extra_conv": 0, "stem": "s2d4"},
+         # the rotation-invariant ring head on 1.0.0's widths (docs/radio.md, seventh session)
+         "v1_rings": {"filters": CONV_FILTERS, "extra_conv": 0, "head": "rings"}}
 POOL_VERSION = "2.0.0"
 CITATIONS = [
     "Griese et al. 2023, Data in Brief 47, 108974 (FIRST; Label_literature / Split_literature, Label_CDL1)",
