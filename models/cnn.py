@@ -26,8 +26,8 @@ import numpy as np
 
 from models.base import TASKS, BatchPrediction, Classifier, InputSpec, ModelInfo
 from models.batchnorm_fold import fold_batchnorm
-from models.tensorflow_runtime import device_summary, tensorflow
 from models.preprocess import apply_recipe
+from models.tensorflow_runtime import device_summary, tensorflow
 from schemas.errors import StampflowError
 
 log = logging.getLogger(__name__)

@@ -122,8 +122,9 @@ class ModelSettings(_Section):
     # radio-first's network ~2.2x slower (docs/models.md, "CPU kernels"). None leaves the choice to the
     # environment (TF_ENABLE_ONEDNN_OPTS, which stampflow defaults to on).
     onednn: Optional[bool] = Field(None, description="TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS) for "
-                                                      "`serve`, `classify`, `replay` and training; None: the "
-                                                      "environment's choice, on unless it says 0.")
+                                                      "every command that reads these settings (`stampflow train` "
+                                                      "takes the environment's); None: the environment's choice, "
+                                                      "on unless it says 0.")
 
 
 class OutputSettings(_Section):
