@@ -59,6 +59,9 @@ VARIANTS = {
     "asinh": dict(extra=False, augment="rotate", labels="literature", stretch="asinh"),
     # seventh: the rotation-invariant ring head (3 annuli of the unpooled 9x9 map) on 1.0.0's widths
     "rings_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", head="rings"),
+    # seventh: pretraining on the other FIRST images (MiraBest + FR-DEEP FIRST, FRI/FRII, deduplicated against valid
+    # by the pool), then the Griese fit part from those weights; `sqrt` otherwise
+    "pretrain_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", pretrain_epochs=20),
 }
 
 
@@ -85,12 +88,19 @@ def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, ba
     fit, val = pool.fit_mask(extra=spec["extra"]), pool.carved_mask()
     x = apply_recipe(pool.raw, pool_recipe(spec.get("stretch")))  # the served recipe, stretch included
     t0 = time.perf_counter()
+    init = None
+    if spec.get("pretrain_epochs"):
+        others = pool.fit_mask(extra=True) & (pool.source != "griese")
+        init, _ = train_network(x[others], pool.y[others], None, None, epochs=int(spec["pretrain_epochs"]),
+                                batch=batch, lr=lr, seed=seed, augment=spec["augment"], filters=spec.get("filters"),
+                                extra_conv=spec.get("extra_conv", 0), stem=spec.get("stem", "conv5s2"),
+                                head=spec.get("head", "flatten"), desc="radio pretraining")
     model, info = train_network(x[fit], pool.y[fit], x[val], pool.y[val],
                                 sub=pool.sublabels[fit] if spec["labels"] == "CDL1" else None,
                                 epochs=epochs, batch=batch, lr=lr, seed=seed, augment=spec["augment"],
                                 filters=spec.get("filters"), weighting=spec.get("weighting", "balanced"),
                                 extra_conv=spec.get("extra_conv", 0), select=select,
-                                stem=spec.get("stem", "conv5s2"), head=spec.get("head", "flatten"))
+                                stem=spec.get("stem", "conv5s2"), head=spec.get("head", "flatten"), init=init)
     seconds = time.perf_counter() - t0
     p_plain = dihedral_average(model, x[val], transforms=1)
     p_tta = dihedral_average(model, x[val], transforms=8)

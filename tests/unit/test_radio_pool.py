@@ -109,6 +109,24 @@ def test_best_epoch_by_balanced_accuracy_is_restored():
     assert balanced_accuracy(y, predict_array(model, x).argmax(axis=1)) == pytest.approx(max(scores))
 
 
+def test_a_pretrained_network_is_where_training_starts():
+    """``init`` (pretraining on the other FIRST sets, bench/radio_ablation.py pretrain_sqrt): the new network starts
+    from its weights, not from the seeded initialisation; with a vanishing learning rate it stays there."""
+    from training.radio.ensemble import train_network
+
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(2), 8)  # the other sets are FRI / FRII only: two of the four outputs are never seen
+    x = rng.random((16, 32, 32, 1), dtype=np.float32)
+    first, _ = train_network(x, y, None, None, epochs=2, batch=8, seed=1, augment="dihedral", filters=(4, 8))
+    again, _ = train_network(x, np.repeat(np.arange(4), 4), None, None, epochs=1, batch=8, seed=2, lr=1e-12,
+                             augment="dihedral", filters=(4, 8), init=first)
+    fresh, _ = train_network(x, np.repeat(np.arange(4), 4), None, None, epochs=1, batch=8, seed=2, lr=1e-12,
+                             augment="dihedral", filters=(4, 8))
+    w_first, w_again, w_fresh = (m.get_layer("conv1").get_weights()[0] for m in (first, again, fresh))
+    np.testing.assert_allclose(w_again, w_first, atol=1e-6)
+    assert np.abs(w_fresh - w_first).max() > 1e-3
+
+
 def test_image_hashes_and_coordinate_matches():
     rng = np.random.default_rng(1)
     imgs = rng.integers(0, 255, (3, 300, 300), dtype=np.uint8)

@@ -48,7 +48,7 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
                   sub: np.ndarray | None = None, epochs: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                   augment: str = "dihedral", filters: Sequence[int] | None = None, desc: str = "radio",
                   weighting: str = "balanced", extra_conv: int = 0, select: bool = False,
-                  stem: str = "conv5s2", head: str = "flatten"):
+                  stem: str = "conv5s2", head: str = "flatten", init=None):
     """One network, fixed epochs (no early stopping: every arm gets the same budget); ``weighting``: balanced
     class weights (each class counts equally) or none (each image counts equally).
 
@@ -56,11 +56,16 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
     with `fold_probabilities` or `served_model`).
 
     ``select``: after every epoch score the balanced accuracy (mean per-class recall) on (x_val, y_val) and
-    restore the best epoch's weights at the end (the carved part is ~half FRII, Griese valid is balanced)."""
+    restore the best epoch's weights at the end (the carved part is ~half FRII, Griese valid is balanced).
+
+    ``init``: a network of the same architecture whose weights this one starts from (pretraining), instead of
+    the seeded initialisation; the optimizer and its schedule start afresh."""
     target = y_fit if sub is None else sub
     k = int(target.max()) + 1 if sub is not None else len(GRIESE_CLASSES)
     model = build_model(n_classes=k, size=int(x_fit.shape[1]), seed=seed, filters=tuple(filters or CONV_FILTERS),
                         extra_conv=extra_conv, stem=stem, head=head)
+    if init is not None:
+        model.set_weights(init.get_weights())
     compile_model(model, lr, epochs * int(np.ceil(len(target) / batch)))
     val = (x_val, y_val) if x_val is not None and sub is None else None
     chooser = BestBalanced(x_val, y_val) if select and val is not None else None
