@@ -88,19 +88,18 @@ def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, ba
     fit, val = pool.fit_mask(extra=spec["extra"]), pool.carved_mask()
     x = apply_recipe(pool.raw, pool_recipe(spec.get("stretch")))  # the served recipe, stretch included
     t0 = time.perf_counter()
+    # the network and its training, shared by the pretraining stage and the Griese stage
+    common = dict(batch=batch, lr=lr, seed=seed, augment=spec["augment"], filters=spec.get("filters"),
+                  extra_conv=spec.get("extra_conv", 0), stem=spec.get("stem", "conv5s2"),
+                  head=spec.get("head", "flatten"))
     init = None
     if spec.get("pretrain_epochs"):
         others = pool.fit_mask(extra=True) & (pool.source != "griese")
         init, _ = train_network(x[others], pool.y[others], None, None, epochs=int(spec["pretrain_epochs"]),
-                                batch=batch, lr=lr, seed=seed, augment=spec["augment"], filters=spec.get("filters"),
-                                extra_conv=spec.get("extra_conv", 0), stem=spec.get("stem", "conv5s2"),
-                                head=spec.get("head", "flatten"), desc="radio pretraining")
+                                desc="radio pretraining", **common)
     model, info = train_network(x[fit], pool.y[fit], x[val], pool.y[val],
-                                sub=pool.sublabels[fit] if spec["labels"] == "CDL1" else None,
-                                epochs=epochs, batch=batch, lr=lr, seed=seed, augment=spec["augment"],
-                                filters=spec.get("filters"), weighting=spec.get("weighting", "balanced"),
-                                extra_conv=spec.get("extra_conv", 0), select=select,
-                                stem=spec.get("stem", "conv5s2"), head=spec.get("head", "flatten"), init=init)
+                                sub=pool.sublabels[fit] if spec["labels"] == "CDL1" else None, epochs=epochs,
+                                weighting=spec.get("weighting", "balanced"), select=select, init=init, **common)
     seconds = time.perf_counter() - t0
     p_plain = dihedral_average(model, x[val], transforms=1)
     p_tta = dihedral_average(model, x[val], transforms=8)

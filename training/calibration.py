@@ -24,8 +24,7 @@ def reliability_bins(probabilities: np.ndarray, true: np.ndarray, bins: int = EC
     conf = p.max(axis=1)
     correct = p.argmax(axis=1) == true
     edges = np.linspace(0.0, 1.0, bins + 1)
-    # Right-closed bins, the first one closed on both sides, so confidence 1.0 lands in the top bin.
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    idx = confidence_bin(conf, bins)
     out = []
     for b in range(bins):
         sel = idx == b
@@ -34,6 +33,13 @@ def reliability_bins(probabilities: np.ndarray, true: np.ndarray, bins: int = EC
                     "confidence": float(conf[sel].mean()) if n else None,
                     "accuracy": float(correct[sel].mean()) if n else None})
     return out
+
+
+def confidence_bin(conf: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Index of each confidence's bin among ``bins`` equal-width bins over [0, 1]: right-closed, the first one
+    closed on both sides, so confidence 1.0 lands in the top bin."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
 
 
 def ece_from_bins(rows: list[dict[str, Any]]) -> float:
@@ -66,10 +72,8 @@ def ece_if_calibrated(probabilities: np.ndarray, observed: float | None = None, 
     p = p / p.sum(axis=1, keepdims=True)
     n = len(p)
     conf, pred = p.max(axis=1), p.argmax(axis=1)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)  # as `reliability_bins`
     member = np.zeros((n, bins))
-    member[np.arange(n), idx] = 1.0
+    member[np.arange(n), confidence_bin(conf, bins)] = 1.0
     rng = np.random.default_rng(seed)
     cum = np.cumsum(p, axis=1)
     cum[:, -1] = 1.0
