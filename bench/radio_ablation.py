@@ -62,7 +62,72 @@ VARIANTS = {
     # seventh: pretraining on the other FIRST images (MiraBest + FR-DEEP FIRST, FRI/FRII, deduplicated against valid
     # by the pool), then the Griese fit part from those weights; `sqrt` otherwise
     "pretrain_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", pretrain_epochs=20),
+    # eighth: distillation. `sqrt` trained on soft targets: alpha x the label + (1 - alpha) x the dihedral average
+    # of saved `sqrt` runs (--teachers) on the unaugmented fit images (training.radio.ensemble.distill_targets)
+    "distill_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", distill=True),
+    # eighth: the field of view. `sqrt` on Griese's whole 300x300 field brought to the 150x150 grid at 3.6"/px
+    # (the served `resample` geometry) instead of the central 150x150 at 1.8"/px; `wide`: the central 200x200 at
+    # 2.4"/px (same network, same cost)
+    "full_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", field=3.6),
+    "wide_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", field=2.4),
+    # eighth: `sqrt` plus a full-resolution branch on the central 76x76 (training.radio.network.zoom_branch)
+    "zoom_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", zoom=True),
+    # eighth: label cleaning ("confident learning", Northcutt et al. 2021). 5-fold out-of-fold predictions of `sqrt`
+    # over the fit part (`out_of_fold`, cached); fit images whose label the out-of-fold dihedral average gives
+    # less than CLEAN_BELOW while it prefers another class are left out, then `sqrt` trains on the rest
+    "clean_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", clean=True),
 }
+CLEAN_FOLDS, CLEAN_BELOW = 5, 0.2
+
+
+def out_of_fold(out: Path, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, lr: float) -> np.ndarray:
+    """Each fit image's dihedral-averaged probabilities from the `sqrt` network trained on the other folds
+    (CLEAN_FOLDS stratified folds, seed 0, last epoch: the carved part is not looked at), cached in
+    ``out/oof_sqrt_e<epochs>.npz``."""
+    from training.evaluation import stratified_folds
+    from training.radio.ensemble import dihedral_average, train_network
+
+    cache = out / f"oof_sqrt_e{epochs}.npz"
+    if cache.exists():
+        got = np.load(cache, allow_pickle=False)
+        if len(got["y"]) == len(y) and (got["y"] == y).all():
+            return got["p"]
+    folds = stratified_folds(y, CLEAN_FOLDS, 0)
+    p = np.zeros((len(y), 4))
+    for k in range(CLEAN_FOLDS):
+        held = folds == k
+        model, _ = train_network(x[~held], y[~held], None, None, epochs=epochs, batch=batch, lr=lr, seed=100 + k,
+                                 augment="rotate", desc=f"radio fold {k + 1}/{CLEAN_FOLDS}")
+        p[held] = dihedral_average(model, x[held])
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, p=p, y=y, folds=folds)
+    return p
+
+
+def suspect_labels(p: np.ndarray, y: np.ndarray, below: float = CLEAN_BELOW) -> np.ndarray:
+    """Images whose out-of-fold probability for their own label is under ``below`` and not the largest."""
+    return (p[np.arange(len(y)), y] < below) & (p.argmax(axis=1) != y)
+
+
+def field_images(pool, pixel_scale: float) -> np.ndarray:
+    """The pool's geometry-prepared stamps for another field of view: Griese rows re-read from the published
+    HDF5 and brought to the 150x150 grid at ``pixel_scale`` arcsec/px by the served ``resample`` geometry
+    (zoom by 1.8 / pixel_scale, then the central crop); the other sets' rows stay as they are (the field
+    variants train on Griese only)."""
+    from models.base import InputSpec
+    from models.preprocess import prepare_images
+    from stream.config import data_root
+    from training.radio.data import load_radio
+    from training.radio.network import INPUT_SPEC
+
+    griese = load_radio(data_root() / "radio" / "first_galaxy_dataset" / "galaxy_data_trainvalid_h5.zip",
+                        dataset="griese", split="all")
+    index = {i: k for k, i in enumerate(griese.ids)}
+    rows = np.where(pool.source == "griese")[0]
+    spec = InputSpec.from_dict({**INPUT_SPEC, "pixel_scale": pixel_scale, "geometry": "resample"})
+    raw = pool.raw.copy()
+    raw[rows] = prepare_images(griese.images[[index[pool.ids[r]] for r in rows]], spec, griese.pixel_scale)
+    return raw
 
 
 def accuracy(y: np.ndarray, p: np.ndarray) -> float:
@@ -76,9 +141,19 @@ def balanced(y: np.ndarray, p: np.ndarray) -> float:
     return balanced_accuracy(y, p.argmax(axis=1))
 
 
+def teacher_probabilities(out: Path, stems: list[str], x: np.ndarray) -> np.ndarray:
+    """The mean over saved runs of their dihedral average (8 transforms) on ``x``."""
+    import keras
+
+    from training.radio.ensemble import dihedral_average
+
+    return np.mean([dihedral_average(keras.saving.load_model(out / f"{s}.keras", safe_mode=True), x)
+                    for s in stems], axis=0)
+
+
 def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, batch: int, lr: float,
-                select: bool = False) -> dict:
-    from training.radio.ensemble import dihedral_average, train_network
+                select: bool = False, teachers: list[str] | None = None, alpha: float = 0.5) -> dict:
+    from training.radio.ensemble import dihedral_average, distill_targets, train_network
     from models.preprocess import apply_recipe
     from training.radio.pool import load_pool_cache
     from training.radio.train_pool import pool_recipe
@@ -86,18 +161,32 @@ def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, ba
     spec = VARIANTS[variant]
     pool = load_pool_cache(cache)
     fit, val = pool.fit_mask(extra=spec["extra"]), pool.carved_mask()
-    x = apply_recipe(pool.raw, pool_recipe(spec.get("stretch")))  # the served recipe, stretch included
+    raw = field_images(pool, spec["field"]) if spec.get("field") else pool.raw
+    x = apply_recipe(raw, pool_recipe(spec.get("stretch")))  # the served recipe, stretch included
     t0 = time.perf_counter()
     # the network and its training, shared by the pretraining stage and the Griese stage
     common = dict(batch=batch, lr=lr, seed=seed, augment=spec["augment"], filters=spec.get("filters"),
                   extra_conv=spec.get("extra_conv", 0), stem=spec.get("stem", "conv5s2"),
-                  head=spec.get("head", "flatten"))
+                  head=spec.get("head", "flatten"), zoom=spec.get("zoom", False))
     init = None
     if spec.get("pretrain_epochs"):
         others = pool.fit_mask(extra=True) & (pool.source != "griese")
         init, _ = train_network(x[others], pool.y[others], None, None, epochs=int(spec["pretrain_epochs"]),
                                 desc="radio pretraining", **common)
-    model, info = train_network(x[fit], pool.y[fit], x[val], pool.y[val],
+    if spec.get("clean"):
+        rows = np.where(fit)[0]
+        drop = suspect_labels(out_of_fold(out, x[rows], pool.y[rows], epochs, batch, lr), pool.y[rows])
+        fit = fit.copy()
+        fit[rows[drop]] = False
+        print(json.dumps({"clean": {"dropped": int(drop.sum()), "by_class": np.bincount(pool.y[rows[drop]],
+                                                                                        minlength=4).tolist(),
+                                    "ids": [pool.ids[r] for r in rows[drop]]}}))
+    soft = None
+    if spec.get("distill"):
+        if not teachers:
+            raise SystemExit(f"{variant}: name the teacher runs with --teachers")
+        soft = distill_targets(pool.y[fit], teacher_probabilities(out, teachers, x[fit]), alpha)
+    model, info = train_network(x[fit], pool.y[fit], x[val], pool.y[val], soft=soft,
                                 sub=pool.sublabels[fit] if spec["labels"] == "CDL1" else None, epochs=epochs,
                                 weighting=spec.get("weighting", "balanced"), select=select, init=init, **common)
     seconds = time.perf_counter() - t0
@@ -110,9 +199,11 @@ def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, ba
            "val_accuracy": accuracy(yv, p_plain), "val_accuracy_tta8": accuracy(yv, p_tta),
            "val_balanced_accuracy": balanced(yv, p_plain), "val_balanced_accuracy_tta8": balanced(yv, p_tta),
            "params": int(model.count_params()), "select": select, "best_epoch": info.get("best_epoch"),
-           "history": info["history"]}
+           "history": info["history"], "teachers": teachers if soft is not None else None,
+           "alpha": alpha if soft is not None else None}
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{variant}_seed{seed}" + (f"_e{epochs}_sel" if select else "")   # the first session's names unchanged
+    stem += f"_a{alpha:g}" if soft is not None else ""
     np.savez(out / f"{stem}.npz", p_plain=p_plain, p_tta=p_tta, y=yv)
     model.save(out / f"{stem}.keras")
     res["filters"] = list(res["filters"]) if res.get("filters") else None
@@ -145,11 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--select", action="store_true", help="restore the best epoch by carved balanced accuracy")
+    ap.add_argument("--teachers", help="distill_sqrt: comma list of saved run stems (in --out) to distill")
+    ap.add_argument("--alpha", type=float, default=0.5, help="distill_sqrt: weight of the label in the target")
     a = ap.parse_args(argv)
     if a.ensemble:
         score_ensemble(a.out, a.ensemble.split(","))
     if a.variant:
-        run_variant(a.cache, a.out, a.variant, a.epochs, a.seed, a.batch, a.lr, a.select)
+        run_variant(a.cache, a.out, a.variant, a.epochs, a.seed, a.batch, a.lr, a.select,
+                    a.teachers.split(",") if a.teachers else None, a.alpha)
     return 0
 
 

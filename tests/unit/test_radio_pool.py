@@ -202,3 +202,46 @@ def test_pixel_guard_on_real_griese_compacts_catches_a_reused_cutout(data_dir):
     diffs = [pixel_difference(images[i], images[n_v + j]) for i, j in pairs]
     assert min(diffs) > 2.0                               # none is the same pixels
     assert info["checked"] == len(near)
+
+
+def test_distillation_targets_soften_but_never_flip_a_label():
+    from training.radio.ensemble import distill_targets
+
+    y = np.array([0, 1, 2, 3])
+    teacher = np.array([[0.1, 0.9, 0, 0], [0, 1, 0, 0], [0.25, 0.25, 0.25, 0.25], [0, 0, 0.7, 0.3]])
+    t = distill_targets(y, teacher, 0.5)
+    np.testing.assert_allclose(t.sum(axis=1), 1.0)
+    assert (t.argmax(axis=1) == y).all()                      # a teacher at 0.9 against the label only ties it
+    np.testing.assert_allclose(t[0], [0.55, 0.45, 0, 0])
+    np.testing.assert_allclose(distill_targets(y, teacher, 1.0), np.eye(4)[y])
+    with pytest.raises(ValueError, match="outside"):
+        distill_targets(y, teacher, 1.5)
+    with pytest.raises(ValueError, match="teacher probabilities"):
+        distill_targets(y, teacher[:3], 0.5)
+
+
+def test_a_student_learns_the_soft_targets_and_is_chosen_on_the_labels():
+    """``soft`` (distillation): the network is fitted to target probabilities with the categorical cross-entropy;
+    the best epoch is still chosen on the carved part's labels."""
+    from training.cnn import predict_array
+    from training.radio.ensemble import distill_targets, train_network
+
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(4), 8)
+    x = rng.random((32, 32, 32, 1), dtype=np.float32) * 0.2
+    r = np.hypot(*np.mgrid[:32, :32] - 15.5)
+    for c in range(4):  # a centred disc whose radius is the class: unchanged by the dihedral augmentation
+        x[np.ix_(y == c)] += 0.8 * (r < 3 + 3 * c)[None, :, :, None]
+    soft = distill_targets(y, np.full((32, 4), 0.25), 0.6)     # label 0.7, every other class 0.1
+    common = dict(epochs=40, batch=8, seed=0, augment="dihedral", filters=(4, 8), lr=3e-3)
+    chosen, info = train_network(x, y, x, y, select=True, soft=soft, **common)
+    assert info["best_epoch"] is not None and len(info["history"]["val_balanced_accuracy"]) == 40
+    assert (predict_array(chosen, x).argmax(axis=1) == y).all()
+    student, _ = train_network(x, y, None, None, soft=soft, **common)
+    hard, _ = train_network(x, y, None, None, **common)
+    p_soft, p_hard = predict_array(student, x), predict_array(hard, x)
+    assert (p_soft.argmax(axis=1) == y).all()
+    # fitted towards 0.7, where the same network on the labels goes towards 1
+    assert float(np.median(p_soft.max(axis=1))) < 0.85 < float(np.median(p_hard.max(axis=1)))
+    with pytest.raises(ValueError, match="exclusive"):
+        train_network(x, y, None, None, epochs=1, soft=soft, sub=y)

@@ -24,14 +24,14 @@ def class_weights(labels: np.ndarray, k: int) -> dict[int, float]:
     return {i: float(len(labels) / (k * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def compile_model(model, lr: float, total_steps: int) -> None:
+def compile_model(model, lr: float, total_steps: int, loss: str = "sparse_categorical_crossentropy") -> None:
     import keras
 
     # Cosine decay to 5% over the whole run: no callback needed, and the same schedule for every arm of a
     # comparison with the same epochs.
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1), alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss,
+                  metrics=["accuracy"] if loss.startswith("sparse") else ["categorical_accuracy"])
 
 
 def make_augment(kind: str, seed: int):
@@ -48,7 +48,8 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
                   sub: np.ndarray | None = None, epochs: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                   augment: str = "dihedral", filters: Sequence[int] | None = None, desc: str = "radio",
                   weighting: str = "balanced", extra_conv: int = 0, select: bool = False,
-                  stem: str = "conv5s2", head: str = "flatten", init=None):
+                  stem: str = "conv5s2", head: str = "flatten", init=None, soft: np.ndarray | None = None,
+                  zoom: bool = False):
     """One network, fixed epochs (no early stopping: every arm gets the same budget); ``weighting``: balanced
     class weights (each class counts equally) or none (each image counts equally).
 
@@ -59,17 +60,25 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
     restore the best epoch's weights at the end (the carved part is ~half FRII, Griese valid is balanced).
 
     ``init``: a network of the same architecture whose weights this one starts from (pretraining), instead of
-    the seeded initialisation; the optimizer and its schedule start afresh."""
+    the seeded initialisation; the optimizer and its schedule start afresh.
+
+    ``soft``: (N, 4) target probabilities per fit image (distillation, `distill_targets`), trained with the
+    categorical cross-entropy instead of the labels; the class weights still follow ``y_fit`` (Keras weights a
+    soft target by its most probable class, which `distill_targets` keeps at the label)."""
+    if soft is not None and sub is not None:
+        raise ValueError("soft targets and CDL1 sub-labels are exclusive")
     target = y_fit if sub is None else sub
     k = int(target.max()) + 1 if sub is not None else len(GRIESE_CLASSES)
     model = build_model(n_classes=k, size=int(x_fit.shape[1]), seed=seed, filters=tuple(filters or CONV_FILTERS),
-                        extra_conv=extra_conv, stem=stem, head=head)
+                        extra_conv=extra_conv, stem=stem, head=head, zoom=zoom)
     if init is not None:
         model.set_weights(init.get_weights())
-    compile_model(model, lr, epochs * int(np.ceil(len(target) / batch)))
-    val = (x_val, y_val) if x_val is not None and sub is None else None
-    chooser = BestBalanced(x_val, y_val) if select and val is not None else None
-    result = fit(model, (x_fit, target), val, epochs=epochs, batch_size=batch, augment=make_augment(augment, seed),
+    compile_model(model, lr, epochs * int(np.ceil(len(target) / batch)),
+                  loss="sparse_categorical_crossentropy" if soft is None else "categorical_crossentropy")
+    # Keras scores validation data with the training loss, so soft-target runs leave it to the chooser
+    val = (x_val, y_val) if x_val is not None and sub is None and soft is None else None
+    chooser = BestBalanced(x_val, y_val) if select and x_val is not None and sub is None else None
+    result = fit(model, (x_fit, target if soft is None else soft.astype(np.float32)), val, epochs=epochs, batch_size=batch, augment=make_augment(augment, seed),
                  seed=seed, desc=desc, class_weight=class_weights(target, k) if weighting == "balanced" else None,
                  callbacks=[chooser.callback()] if chooser else ())
     history = dict(result.history)
@@ -79,6 +88,20 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
         history["val_balanced_accuracy"] = chooser.scores
     return model, {"images_per_s": result.images_per_s, "seconds": result.seconds, "history": history,
                    "epochs_run": result.epochs_run, "outputs": k, "best_epoch": best}
+
+
+def distill_targets(y: np.ndarray, teacher: np.ndarray, alpha: float) -> np.ndarray:
+    """Soft targets for a student: ``alpha`` x the one-hot label + (1 - alpha) x the teacher's probabilities
+    (an ensemble's dihedral average on the unaugmented fit image, invariant to the student's rotations).
+
+    With ``alpha`` >= 0.5 the label stays the most probable class of every target, so the class weights (applied
+    by the target's most probable class) are the labels' and a teacher that disagrees with a label can soften it
+    but never flip it."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha {alpha} outside [0, 1]")
+    if teacher.shape != (len(y), len(GRIESE_CLASSES)):
+        raise ValueError(f"teacher probabilities {teacher.shape} for {len(y)} labels")
+    return alpha * np.eye(len(GRIESE_CLASSES))[y] + (1.0 - alpha) * teacher
 
 
 class BestBalanced:
@@ -139,13 +162,13 @@ def served_model(members: Sequence[Any], name: str = "radio_first"):
     for i, m in enumerate(members):
         k = int(m.outputs[0].shape[-1])
         # the member's own widths, read off its layers (build_model's fixed layer names)
-        convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D"]
+        convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D" and not layer.name.startswith("z")]
         extra = [c.filters for c in convs if c.name.endswith("b")]
         filters = tuple(c.filters for c in convs if not c.name.endswith("b"))
         stem = stem_of(m)
         copy = build_model(n_classes=k, size=int(shape[0]), filters=filters, dense=m.get_layer("dense").units,
                            prefix=f"m{i}_", inputs=inp, extra_conv=extra[0] if extra else 0, stem=stem,
-                           head=head_of(m))
+                           head=head_of(m), zoom=any(layer.name == "zcrop" for layer in m.layers))
         copy.set_weights(m.get_weights())
         out = copy.outputs[0]
         if k != len(GRIESE_CLASSES):

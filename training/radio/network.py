@@ -78,6 +78,12 @@ STEMS = tuple(STEM_CONV)
 HEADS = ("flatten", "rings")
 RING_HEAD_RINGS = 3
 
+# The zoom branch (eighth session): a second stack of the same widths on the central half of the stamp (76x76,
+# 137") at full resolution, a 3x3 stride-1 first convolution instead of the 5x5 stride-2 one, so a small double
+# (an FRII of 10-20", 5-10 px) or a core and its jets still spans several cells after the first pooling, where the
+# main stack has already gone to 7.2" cells. Its flattened 4x4 map joins the main one before the dense layer.
+ZOOM_CROP = 37   # pixels cropped from each side of the 150x150 stamp: the central 76x76
+
 
 def ring_pool(x, rings: int, prefix: str = ""):
     """(N, H, W, C) -> (N, rings * C): per-channel means over `models.cnn.ring_weights` annuli, built-in layers."""
@@ -124,11 +130,12 @@ def space_to_depth(x, block: int, prefix: str = ""):
 
 def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filters: tuple[int, ...] = CONV_FILTERS,
                 dense: int = 128, dropout: float = 0.25, seed: int = 0, prefix: str = "", inputs=None,
-                extra_conv: int = 0, stem: str = "conv5s2", head: str = "flatten"):
+                extra_conv: int = 0, stem: str = "conv5s2", head: str = "flatten", zoom: bool = False):
     """(size, size, 1) float32 -> softmax over ``n_classes``. Layer names are fixed so weights transfer;
     ``prefix`` and ``inputs`` (a shared Keras input) let an ensemble hold several copies in one flat graph.
     ``extra_conv``: channels of a second 3x3 convolution in the last block (``conv<n>b``, before its pooling);
-    0 = none (1.0.0). ``stem``: the first block, one of `STEMS`; ``head``: one of `HEADS`."""
+    0 = none (1.0.0). ``stem``: the first block, one of `STEMS`; ``head``: one of `HEADS`; ``zoom``: add the
+    full-resolution branch on the central 76x76 (`ZOOM_CROP`)."""
     import keras
     from keras import layers
 
@@ -158,8 +165,25 @@ def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE, *, filter
             continue
         x = layers.MaxPooling2D(2, name=f"{prefix}pool{i}")(x)
     x = ring_pool(x, RING_HEAD_RINGS, prefix) if head == "rings" else layers.Flatten(name=f"{prefix}flatten")(x)
+    if zoom:
+        x = layers.Concatenate(name=f"{prefix}zoom_join")([x, zoom_branch(inp, filters, init, prefix)])
     x = layers.Dropout(dropout, seed=seed, name=f"{prefix}dropout1")(x)
     x = layers.Dense(dense, activation="relu", kernel_initializer=init, name=f"{prefix}dense")(x)
     x = layers.Dropout(dropout, seed=seed + 1, name=f"{prefix}dropout2")(x)
     out = layers.Dense(n_classes, activation="softmax", dtype="float32", name=f"{prefix}classes")(x)
     return keras.Model(inp, out, name=f"{prefix}radio_cnn")
+
+
+def zoom_branch(inp, filters: tuple[int, ...], init, prefix: str = ""):
+    """The central 76x76 of the stamp through `filters`-wide 3x3 blocks (stride 1, each followed by 2x2 max
+    pooling: 76 -> 38 -> 19 -> 9 -> 4), flattened. Layers ``z<name>``: conv/bn pairs, so the served copy folds
+    them like the main stack's."""
+    from keras import layers
+
+    x = layers.Cropping2D(ZOOM_CROP, name=f"{prefix}zcrop")(inp)
+    for i, f in enumerate(filters, start=1):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer=init, name=f"{prefix}zconv{i}")(x)
+        x = layers.BatchNormalization(name=f"{prefix}zbn{i}")(x)
+        x = layers.Activation("relu", name=f"{prefix}zrelu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"{prefix}zpool{i}")(x)
+    return layers.Flatten(name=f"{prefix}zflatten")(x)
