@@ -74,10 +74,11 @@ VARIANTS = {
     "zoom_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", zoom=True),
     # eighth: label cleaning ("confident learning", Northcutt et al. 2021). 5-fold out-of-fold predictions of `sqrt`
     # over the fit part (`out_of_fold`, cached); fit images whose label the out-of-fold dihedral average gives
-    # less than CLEAN_BELOW while it prefers another class are left out, then `sqrt` trains on the rest
+    # less than 0.2 while it prefers another class are left out (training.radio.ensemble.suspect_labels), then
+    # `sqrt` trains on the rest
     "clean_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", clean=True),
 }
-CLEAN_FOLDS, CLEAN_BELOW = 5, 0.2
+CLEAN_FOLDS = 5
 
 
 def out_of_fold(out: Path, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, lr: float) -> np.ndarray:
@@ -103,10 +104,6 @@ def out_of_fold(out: Path, x: np.ndarray, y: np.ndarray, epochs: int, batch: int
     np.savez(cache, p=p, y=y, folds=folds)
     return p
 
-
-def suspect_labels(p: np.ndarray, y: np.ndarray, below: float = CLEAN_BELOW) -> np.ndarray:
-    """Images whose out-of-fold probability for their own label is under ``below`` and not the largest."""
-    return (p[np.arange(len(y)), y] < below) & (p.argmax(axis=1) != y)
 
 
 def field_images(pool, pixel_scale: float) -> np.ndarray:
@@ -153,7 +150,7 @@ def teacher_probabilities(out: Path, stems: list[str], x: np.ndarray) -> np.ndar
 
 def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, batch: int, lr: float,
                 select: bool = False, teachers: list[str] | None = None, alpha: float = 0.5) -> dict:
-    from training.radio.ensemble import dihedral_average, distill_targets, train_network
+    from training.radio.ensemble import dihedral_average, distill_targets, suspect_labels, train_network
     from models.preprocess import apply_recipe
     from training.radio.pool import load_pool_cache
     from training.radio.train_pool import pool_recipe

@@ -245,3 +245,16 @@ def test_a_student_learns_the_soft_targets_and_is_chosen_on_the_labels():
     assert float(np.median(p_soft.max(axis=1))) < 0.85 < float(np.median(p_hard.max(axis=1)))
     with pytest.raises(ValueError, match="exclusive"):
         train_network(x, y, None, None, epochs=1, soft=soft, sub=y)
+
+
+def test_suspect_labels_are_confidently_contradicted_ones():
+    from training.radio.ensemble import suspect_labels
+
+    y = np.array([0, 0, 1, 2, 3])
+    p = np.array([[0.10, 0.80, 0.05, 0.05],   # contradicted, own label 0.10: suspect
+                  [0.25, 0.60, 0.10, 0.05],   # contradicted but own label 0.25: kept
+                  [0.05, 0.15, 0.40, 0.40],   # own label low but two others tie above it: suspect
+                  [0.10, 0.10, 0.15, 0.65],   # contradicted, 0.15: suspect
+                  [0.30, 0.20, 0.35, 0.15]])  # own 0.15 and another wins: suspect
+    assert suspect_labels(p, y).tolist() == [True, False, True, True, True]
+    assert suspect_labels(np.eye(4)[[0, 0, 1, 2, 3]], y).sum() == 0

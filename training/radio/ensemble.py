@@ -104,6 +104,13 @@ def distill_targets(y: np.ndarray, teacher: np.ndarray, alpha: float) -> np.ndar
     return alpha * np.eye(len(GRIESE_CLASSES))[y] + (1.0 - alpha) * teacher
 
 
+def suspect_labels(p: np.ndarray, y: np.ndarray, below: float = 0.2) -> np.ndarray:
+    """Label cleaning ("confident learning"): the images whose out-of-fold probability ``p`` for their own label
+    ``y`` is under ``below`` while another class has the largest."""
+    p = np.asarray(p)
+    return (p[np.arange(len(y)), y] < below) & (p.argmax(axis=1) != y)
+
+
 class BestBalanced:
     """Best-epoch selection on the balanced accuracy of a validation part (a Keras callback via `callback`)."""
 
