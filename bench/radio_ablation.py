@@ -77,6 +77,9 @@ VARIANTS = {
     # less than 0.2 while it prefers another class are left out (training.radio.ensemble.suspect_labels), then
     # `sqrt` trains on the rest
     "clean_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", clean=True),
+    # eighth: label smoothing 0.1 (a target of 0.925 for the label, 0.025 for each other class), the usual guard
+    # against over-confident fits to noisy labels; through the soft-target path with a uniform "teacher"
+    "smooth_sqrt": dict(extra=False, augment="rotate", labels="literature", stretch="sqrt", smooth=0.1),
 }
 CLEAN_FOLDS = 5
 
@@ -179,6 +182,8 @@ def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, ba
                                                                                         minlength=4).tolist(),
                                     "ids": [pool.ids[r] for r in rows[drop]]}}))
     soft = None
+    if spec.get("smooth"):
+        soft = distill_targets(pool.y[fit], np.full((int(fit.sum()), 4), 0.25), 1.0 - spec["smooth"])
     if spec.get("distill"):
         if not teachers:
             raise SystemExit(f"{variant}: name the teacher runs with --teachers")
@@ -196,11 +201,11 @@ def run_variant(cache: Path, out: Path, variant: str, epochs: int, seed: int, ba
            "val_accuracy": accuracy(yv, p_plain), "val_accuracy_tta8": accuracy(yv, p_tta),
            "val_balanced_accuracy": balanced(yv, p_plain), "val_balanced_accuracy_tta8": balanced(yv, p_tta),
            "params": int(model.count_params()), "select": select, "best_epoch": info.get("best_epoch"),
-           "history": info["history"], "teachers": teachers if soft is not None else None,
-           "alpha": alpha if soft is not None else None}
+           "history": info["history"], "teachers": teachers if spec.get("distill") else None,
+           "alpha": alpha if spec.get("distill") else None}
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{variant}_seed{seed}" + (f"_e{epochs}_sel" if select else "")   # the first session's names unchanged
-    stem += f"_a{alpha:g}" if soft is not None else ""
+    stem += f"_a{alpha:g}" if spec.get("distill") else ""
     np.savez(out / f"{stem}.npz", p_plain=p_plain, p_tta=p_tta, y=yv)
     model.save(out / f"{stem}.keras")
     res["filters"] = list(res["filters"]) if res.get("filters") else None
