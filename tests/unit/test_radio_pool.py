@@ -236,6 +236,7 @@ def test_a_student_learns_the_soft_targets_and_is_chosen_on_the_labels():
     common = dict(epochs=40, batch=8, seed=0, augment="dihedral", filters=(4, 8), lr=3e-3)
     chosen, info = train_network(x, y, x, y, select=True, soft=soft, **common)
     assert info["best_epoch"] is not None and len(info["history"]["val_balanced_accuracy"]) == 40
+    assert len(info["history"]["accuracy"]) == 40   # the same history key as a run on the labels
     assert (predict_array(chosen, x).argmax(axis=1) == y).all()
     student, _ = train_network(x, y, None, None, soft=soft, **common)
     hard, _ = train_network(x, y, None, None, **common)

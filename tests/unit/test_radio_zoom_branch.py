@@ -48,3 +48,10 @@ def test_a_zoom_member_is_served_and_loads_in_safe_mode(tmp_path):
     served.save(tmp_path / "model.keras")
     again = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_allclose(np.asarray(again(x, training=False)), want, atol=1e-5)
+
+
+def test_the_zoom_branch_is_read_off_the_layers():
+    from training.radio.network import zoom_of
+
+    assert zoom_of(build_model(n_classes=4, size=150, filters=(4, 6, 8, 8), dense=8, zoom=True))
+    assert not zoom_of(build_model(n_classes=4, size=150, filters=(4, 6, 8, 8), dense=8))

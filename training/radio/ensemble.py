@@ -15,7 +15,7 @@ import numpy as np
 from training.augment import augmentation, dihedral_augmentation
 from training.cnn import fit, predict_array
 from training.evaluation import balanced_accuracy
-from training.radio.network import AUGMENT, CONV_FILTERS, build_model, head_of, stem_of
+from training.radio.network import AUGMENT, CONV_FILTERS, build_model, head_of, stem_of, zoom_of
 from training.radio.sets import GRIESE_CLASSES
 
 
@@ -30,8 +30,8 @@ def compile_model(model, lr: float, total_steps: int, loss: str = "sparse_catego
     # Cosine decay to 5% over the whole run: no callback needed, and the same schedule for every arm of a
     # comparison with the same epochs.
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1), alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss,
-                  metrics=["accuracy"] if loss.startswith("sparse") else ["categorical_accuracy"])
+    # Keras resolves "accuracy" by the targets' shape (labels or probabilities), under one name in the history
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
 
 
 def make_augment(kind: str, seed: int):
@@ -78,8 +78,9 @@ def train_network(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None
     # Keras scores validation data with the training loss, so soft-target runs leave it to the chooser
     val = (x_val, y_val) if x_val is not None and sub is None and soft is None else None
     chooser = BestBalanced(x_val, y_val) if select and x_val is not None and sub is None else None
-    result = fit(model, (x_fit, target if soft is None else soft.astype(np.float32)), val, epochs=epochs, batch_size=batch, augment=make_augment(augment, seed),
-                 seed=seed, desc=desc, class_weight=class_weights(target, k) if weighting == "balanced" else None,
+    result = fit(model, (x_fit, target if soft is None else soft.astype(np.float32)), val, epochs=epochs,
+                 batch_size=batch, augment=make_augment(augment, seed), seed=seed, desc=desc,
+                 class_weight=class_weights(target, k) if weighting == "balanced" else None,
                  callbacks=[chooser.callback()] if chooser else ())
     history = dict(result.history)
     best = None
@@ -169,13 +170,14 @@ def served_model(members: Sequence[Any], name: str = "radio_first"):
     for i, m in enumerate(members):
         k = int(m.outputs[0].shape[-1])
         # the member's own widths, read off its layers (build_model's fixed layer names)
-        convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D" and not layer.name.startswith("z")]
+        convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D"
+                 and not layer.name.startswith("zconv")]   # the zoom branch's widths are the main stack's
         extra = [c.filters for c in convs if c.name.endswith("b")]
         filters = tuple(c.filters for c in convs if not c.name.endswith("b"))
         stem = stem_of(m)
         copy = build_model(n_classes=k, size=int(shape[0]), filters=filters, dense=m.get_layer("dense").units,
                            prefix=f"m{i}_", inputs=inp, extra_conv=extra[0] if extra else 0, stem=stem,
-                           head=head_of(m), zoom=any(layer.name == "zcrop" for layer in m.layers))
+                           head=head_of(m), zoom=zoom_of(m))
         copy.set_weights(m.get_weights())
         out = copy.outputs[0]
         if k != len(GRIESE_CLASSES):

@@ -105,6 +105,11 @@ def head_of(model, prefix: str = "") -> str:
     return "rings" if any(layer.name == f"{prefix}ring_pool" for layer in model.layers) else "flatten"
 
 
+def zoom_of(model, prefix: str = "") -> bool:
+    """Whether a network built by `build_model` has the zoom branch (read off its layer names)."""
+    return any(layer.name == f"{prefix}zcrop" for layer in model.layers)
+
+
 def stem_of(model, prefix: str = "") -> str:
     """The `STEMS` entry a network built by `build_model` was built with, read off its layers."""
     if any(layer.name == f"{prefix}s2d" for layer in model.layers):
